@@ -1,0 +1,21 @@
+-- Claim up to $1 pending rows for replica $2 with a lease of $3 seconds (SPEC §4.2).
+-- FOR UPDATE SKIP LOCKED lets replicas claim disjoint rows without waiting on each other; the
+-- lease (claimed_until) keeps a claimed row away from other replicas after this short
+-- transaction commits, and hands it back if this replica dies before recording the outcome.
+WITH claimable AS (
+    SELECT id
+    FROM trigger_relay_outbox
+    WHERE state = 'pending'
+      AND (claimed_until IS NULL OR claimed_until < now())
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE trigger_relay_outbox AS o
+SET claimed_by = $2,
+    claimed_until = now() + make_interval(secs => $3),
+    attempts = o.attempts + 1
+FROM claimable
+WHERE o.id = claimable.id
+RETURNING o.id, o.generation, o.event_id, o.trigger_id, o.user_pk, o.context,
+          o.created_at, o.due_at, o.attempts

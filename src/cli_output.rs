@@ -1,0 +1,139 @@
+//! `trigger-relay status` and `trigger-relay replay`: operator commands that talk to
+//! PostgreSQL only, printing a table or `--json`.
+
+use std::io::Write;
+
+use crate::config::{ReplayConfig, StatusConfig};
+use crate::db::{self, ReplaySelection};
+use crate::error::Error;
+
+pub async fn status(config: StatusConfig) -> Result<(), Error> {
+    let pool = db::pool(&config.database)?;
+    db::check_schema(&pool).await?;
+    let (counts, failures) = db::status(&pool, config.failures).await?;
+    let pending = counts.iter().find(|c| c.state == "pending");
+    let backlog = pending.map_or(0, |c| c.rows);
+    let oldest = pending.and_then(|c| c.oldest_age_seconds);
+    let failed = counts
+        .iter()
+        .find(|c| c.state == "failed")
+        .map_or(0, |c| c.rows);
+    let mut out = std::io::stdout().lock();
+    if config.json {
+        let doc = serde_json::json!({
+            "backlog": backlog,
+            "oldest_pending_age_seconds": oldest,
+            "failed": failed,
+            "states": counts,
+            "recent_failures": failures,
+        });
+        writeln!(out, "{doc:#}")?;
+        return Ok(());
+    }
+    writeln!(out, "backlog (pending rows): {backlog}")?;
+    match oldest {
+        Some(age) => writeln!(out, "oldest pending age:     {age:.1}s")?,
+        None => writeln!(out, "oldest pending age:     -")?,
+    }
+    writeln!(out, "failed rows:            {failed}")?;
+    writeln!(out)?;
+    writeln!(out, "{:<12} {:>10}", "STATE", "ROWS")?;
+    for c in &counts {
+        writeln!(out, "{:<12} {:>10}", c.state, c.rows)?;
+    }
+    if !failures.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:>10} {:>8} {:>8} {:<12} {:<20} ERROR",
+            "ID", "TRIGGER", "EVENT", "USER", "FAILED AT"
+        )?;
+        for f in &failures {
+            let at = f
+                .finished_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{:>10} {:>8} {:>8} {:<12} {:<20} {}",
+                f.id,
+                f.trigger_id,
+                f.event_id,
+                f.user_pk,
+                at,
+                f.last_error.as_deref().unwrap_or("")
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn replay(config: ReplayConfig) -> Result<(), Error> {
+    if !config.has_selector() {
+        return Err(Error::Config(
+            "replay needs at least one of --id, --id-range, --state, --trigger, \
+             --created-after, --created-before"
+                .into(),
+        ));
+    }
+    if config.states.contains(&crate::outbox::State::Pending) {
+        return Err(Error::Config(
+            "pending rows are already on their way and cannot be replayed".into(),
+        ));
+    }
+    let pool = db::pool(&config.database)?;
+    db::check_schema(&pool).await?;
+    let non_empty = |v: &Vec<i64>| (!v.is_empty()).then(|| v.clone());
+    let selection = ReplaySelection {
+        ids: non_empty(&config.ids),
+        id_from: config.id_range.and_then(|r| r.from),
+        id_to: config.id_range.and_then(|r| r.to),
+        states: (!config.states.is_empty()).then(|| {
+            config
+                .states
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect()
+        }),
+        triggers: non_empty(&config.triggers),
+        created_after: config.created_after,
+        created_before: config.created_before,
+        include_dispatched: config.include_dispatched,
+    };
+    let rows = db::replay(&pool, &selection, config.dry_run).await?;
+    let mut out = std::io::stdout().lock();
+    if config.json {
+        let doc = serde_json::json!({ "dry_run": config.dry_run, "rows": rows });
+        writeln!(out, "{doc:#}")?;
+        return Ok(());
+    }
+    let verb = if config.dry_run {
+        "would replay"
+    } else {
+        "replayed"
+    };
+    writeln!(out, "{verb} {} row(s)", rows.len())?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>10} {:<10} {:>8} {:>8} {:<12} {:>4} -> {:<4} PREVIOUS WORKFLOW",
+        "ID", "STATE", "TRIGGER", "EVENT", "USER", "GEN", "GEN"
+    )?;
+    for r in &rows {
+        writeln!(
+            out,
+            "{:>10} {:<10} {:>8} {:>8} {:<12} {:>4} -> {:<4} {}",
+            r.id,
+            r.state,
+            r.trigger_id,
+            r.event_id,
+            r.user_pk,
+            r.generation,
+            r.new_generation,
+            r.workflow_id.as_deref().unwrap_or("-")
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! Errors that end a command, each with the context an operator needs to act on it.
+
+use crate::db::DbError;
+use crate::temporal::TemporalError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Temporal(#[from] TemporalError),
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install the signal handler: {0}")]
+    Signal(std::io::Error),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}

@@ -1,0 +1,58 @@
+//! trigger-relay: moves dj-triggers firings from a PostgreSQL outbox to Temporal.
+
+mod backoff;
+mod cli_output;
+mod config;
+mod db;
+mod error;
+mod health;
+mod http;
+mod metrics;
+mod outbox;
+mod relay;
+mod run;
+mod shutdown;
+mod temporal;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Cli, Command, LogConfig, LogFormat};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let result = match cli.command {
+        Command::Run(config) => run::run(*config).await,
+        Command::Status(config) => cli_output::status(config).await,
+        Command::Replay(config) => cli_output::replay(config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "trigger-relay failed");
+            eprintln!("trigger-relay: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(log: &LogConfig) {
+    let filter = EnvFilter::try_new(&log.log_filter).unwrap_or_else(|err| {
+        eprintln!(
+            "trigger-relay: ignoring TRIGGER_RELAY_LOG={:?}: {err}",
+            log.log_filter
+        );
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

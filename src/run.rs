@@ -1,0 +1,172 @@
+//! `trigger-relay run`: wires the HTTP endpoint, the listener, the relay and the backlog
+//! watcher to one cancellation token.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::RunConfig;
+use crate::db::{self, DbError};
+use crate::error::Error;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::relay::{self, Relay};
+use crate::{http, shutdown, temporal};
+
+pub async fn run(config: RunConfig) -> Result<(), Error> {
+    config.validate().map_err(Error::Config)?;
+    let config = Arc::new(config);
+    let replica = config.replica_name();
+    let cancel = shutdown::on_signals()?;
+    let metrics = Metrics::new().map_err(|e| Error::Config(e.to_string()))?;
+    let health = Arc::new(Health::new(metrics.clone()));
+    let http = http::serve(
+        config.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+        cancel.clone(),
+    )
+    .await?;
+
+    let pg = db::pg_config(&config.database)?;
+    let pool = db::pool(&config.database)?;
+    tracing::info!(
+        replica,
+        database = db::describe(&pg),
+        temporal = %config.temporal.temporal_address,
+        namespace = config.temporal.temporal_namespace,
+        task_queue = config.temporal.temporal_task_queue,
+        listen = config.listen,
+        poll_interval = ?config.poll_interval,
+        "trigger-relay starting"
+    );
+
+    let Some(()) = wait_for_schema(&pool, &config, &metrics, &health, &cancel).await? else {
+        http.await.ok();
+        return Ok(());
+    };
+    let Some(client) = connect_temporal(&config, &replica, &metrics, &health, &cancel).await?
+    else {
+        http.await.ok();
+        return Ok(());
+    };
+
+    let (wake_tx, wake_rx) = mpsc::channel(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    if config.listen {
+        tasks.spawn(relay::listener::run(
+            pg,
+            wake_tx,
+            metrics.clone(),
+            Backoff::new(config.backoff_initial, config.backoff_max),
+            cancel.clone(),
+        ));
+    } else {
+        tracing::info!("poll-only mode: LISTEN disabled");
+        drop(wake_tx);
+    }
+    tasks.spawn(relay::watch(
+        pool.clone(),
+        client.clone(),
+        metrics.clone(),
+        health.clone(),
+        config.stats_interval,
+        cancel.clone(),
+    ));
+    let relay = Relay {
+        pool,
+        config: config.clone(),
+        replica,
+        metrics,
+        health,
+    };
+    let relay_task = tokio::spawn(relay.run(client, wake_rx, cancel.clone()));
+
+    cancel.cancelled().await;
+    // In-flight starts finish (their rows get recorded); anything slower than the bound is
+    // left to its lease.
+    if tokio::time::timeout(config.shutdown_timeout, relay_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?config.shutdown_timeout,
+                       "in-flight starts did not finish in time; their leases will expire");
+    }
+    tasks.shutdown().await;
+    http.await.ok();
+    tracing::info!("trigger-relay stopped");
+    Ok(())
+}
+
+/// Waits out PostgreSQL outages at start (serving metrics, not ready) but refuses a schema
+/// it does not know. `None` means shutdown was requested while waiting.
+async fn wait_for_schema(
+    pool: &deadpool_postgres::Pool,
+    config: &RunConfig,
+    metrics: &Metrics,
+    health: &Health,
+    cancel: &CancellationToken,
+) -> Result<Option<()>, Error> {
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    loop {
+        match metrics
+            .postgres("schema_version", db::check_schema(pool))
+            .await
+        {
+            Ok(()) => {
+                health.set_postgres(true);
+                return Ok(Some(()));
+            }
+            Err(err @ (DbError::SchemaMissing(_) | DbError::SchemaMismatch { .. })) => {
+                return Err(err.into());
+            }
+            Err(err) => {
+                health.set_postgres(false);
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %err, retry_in = ?delay, "cannot check the outbox schema");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn connect_temporal(
+    config: &RunConfig,
+    replica: &str,
+    metrics: &Metrics,
+    health: &Health,
+    cancel: &CancellationToken,
+) -> Result<Option<temporalio_client::Client>, Error> {
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    let identity = format!("trigger-relay@{replica}");
+    loop {
+        let connected = metrics
+            .temporal(
+                "connect",
+                temporal::connect(&config.temporal, &identity),
+                |r| r.is_err(),
+            )
+            .await;
+        match connected {
+            Ok(client) => {
+                health.set_temporal(true);
+                return Ok(Some(client));
+            }
+            Err(err @ temporal::TemporalError::ReadFile { .. }) => return Err(err.into()),
+            Err(err) => {
+                health.set_temporal(false);
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %err, retry_in = ?delay, "cannot connect to Temporal");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! The relay end to end: real PostgreSQL, a real Temporal dev server, real daemon processes
+//! and real signals. Each test owns its database and its dev server.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn assert_unique(ids: &[String]) -> HashSet<String> {
+    let set: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(set.len(), ids.len(), "a workflow id was started twice");
+    set
+}
+
+/// SPEC §4.2, §4.3: 1,000 rows while three replicas run: 1,000 starts, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_start_each_of_1000_rows_exactly_once() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let relays: Vec<_> = (0..3)
+        .map(|i| {
+            RelayProcess::spawn(
+                &db.url,
+                &temporal.address(),
+                &[
+                    ("TRIGGER_RELAY_REPLICA", &format!("replica-{i}")),
+                    ("TRIGGER_RELAY_BATCH_SIZE", "50"),
+                    ("TRIGGER_RELAY_POLL_INTERVAL", "1s"),
+                ],
+            )
+        })
+        .collect();
+    for relay in &relays {
+        relay.wait_ready().await;
+    }
+    // Rows arrive while the replicas run: 20 transactions of 50.
+    for _ in 0..20 {
+        db.insert_rows(50).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.wait_all_dispatched(Duration::from_secs(120)).await;
+    assert_eq!(db.count("dispatched").await, 1000);
+
+    let client = temporal.client().await;
+    let ids = wait_workflow_ids(&client, 1000, Duration::from_secs(60)).await;
+    assert_eq!(
+        ids.len(),
+        1000,
+        "Temporal has {} trigger workflows",
+        ids.len()
+    );
+    let set = assert_unique(&ids);
+
+    // Each row's recorded workflow id is one Temporal has, and no two rows share one.
+    let pg = db.connect().await;
+    let recorded: Vec<String> = pg
+        .query("SELECT workflow_id FROM trigger_relay_outbox", &[])
+        .await
+        .expect("workflow ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(recorded.iter().collect::<HashSet<_>>().len(), 1000);
+    assert!(recorded.iter().all(|id| set.contains(id)));
+
+    // All three replicas took part (claims are spread by SKIP LOCKED, not serialized).
+    let claimers: Vec<String> = pg
+        .query(
+            "SELECT DISTINCT claimed_by FROM trigger_relay_outbox WHERE claimed_by IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("claimers")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        claimers.is_empty(),
+        "dispatched rows keep no claim: {claimers:?}"
+    );
+    let mut started = 0.0;
+    for relay in &relays {
+        started += relay
+            .metric("trigger_relay_workflows_started_total{result=\"started\"}")
+            .await;
+    }
+    assert_eq!(started, 1000.0, "new starts across the replicas");
+    drop(relays);
+    db.drop_db().await;
+}
+
+/// SPEC §4.1: NOTIFY wakes the relay long before the poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_the_relay_before_the_poll() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let relay = RelayProcess::spawn(
+        &db.url,
+        &temporal.address(),
+        &[("TRIGGER_RELAY_POLL_INTERVAL", "1h")],
+    );
+    relay.wait_ready().await;
+    wait_for("the LISTEN connection", Duration::from_secs(10), || async {
+        (relay.metric("trigger_relay_listener_connected").await == 1.0).then_some(())
+    })
+    .await;
+    let ids = db.insert_rows(1).await;
+    wait_for(
+        "the notified row to be dispatched",
+        Duration::from_secs(30),
+        || async { (db.state_of(ids[0]).await == "dispatched").then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        relay
+            .metric("trigger_relay_rows_claimed_total{source=\"notify\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        relay
+            .metric("trigger_relay_rows_claimed_total{source=\"poll\"}")
+            .await,
+        0.0
+    );
+    db.drop_db().await;
+}
+
+/// SPEC §4.1: with NOTIFY off, the listener killed, or LISTEN disabled, rows still start by
+/// polling, within the poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_carries_rows_without_notifications() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let poll = Duration::from_secs(2);
+    let relay = RelayProcess::spawn(
+        &db.url,
+        &temporal.address(),
+        &[("TRIGGER_RELAY_POLL_INTERVAL", "2s")],
+    );
+    relay.wait_ready().await;
+    let pg = db.connect().await;
+
+    // 1. NOTIFY turned off in the inserting session.
+    pg.batch_execute(
+        "SET trigger_relay.notify = off;
+         INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
+         VALUES (1, 1, 'quiet', now());",
+    )
+    .await
+    .expect("insert without notify");
+    let quiet: i64 = pg
+        .query_one(
+            "SELECT id FROM trigger_relay_outbox WHERE user_pk = 'quiet'",
+            &[],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    let since = Instant::now();
+    wait_for("the silent row to be polled", poll * 3, || async {
+        (db.state_of(quiet).await == "dispatched").then_some(())
+    })
+    .await;
+    eprintln!(
+        "silent row dispatched {:?} after commit (poll interval {poll:?})",
+        since.elapsed()
+    );
+    assert!(
+        relay
+            .metric("trigger_relay_rows_claimed_total{source=\"poll\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        relay
+            .metric("trigger_relay_rows_claimed_total{source=\"notify\"}")
+            .await,
+        0.0
+    );
+
+    // 2. The listening connection killed by the server.
+    wait_for("the LISTEN connection", Duration::from_secs(10), || async {
+        (relay.metric("trigger_relay_listener_connected").await == 1.0).then_some(())
+    })
+    .await;
+    let killed: i64 = pg
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .expect("terminate listener")
+        .get(0);
+    assert_eq!(killed, 1, "exactly one LISTEN connection to kill");
+    let ids = db.insert_rows(3).await;
+    wait_for("rows after the listener died", poll * 3, || async {
+        let mut all = true;
+        for id in &ids {
+            all &= db.state_of(*id).await == "dispatched";
+        }
+        all.then_some(())
+    })
+    .await;
+    // The listener comes back by itself and wakes the relay at once.
+    wait_for(
+        "the LISTEN connection to come back",
+        Duration::from_secs(15),
+        || async { (relay.metric("trigger_relay_listener_connected").await == 1.0).then_some(()) },
+    )
+    .await;
+    assert!(
+        relay
+            .metric("trigger_relay_wakeups_total{source=\"reconnect\"}")
+            .await
+            >= 2.0
+    );
+    drop(relay);
+
+    // 3. Poll-only mode (PgBouncer in transaction mode): no LISTEN connection at all.
+    let relay = RelayProcess::spawn(
+        &db.url,
+        &temporal.address(),
+        &[
+            ("TRIGGER_RELAY_POLL_INTERVAL", "2s"),
+            ("TRIGGER_RELAY_LISTEN", "false"),
+        ],
+    );
+    relay.wait_ready().await;
+    let ids = db.insert_rows(5).await;
+    wait_for("rows in poll-only mode", poll * 3, || async {
+        let mut all = true;
+        for id in &ids {
+            all &= db.state_of(*id).await == "dispatched";
+        }
+        all.then_some(())
+    })
+    .await;
+    let listeners: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .expect("listeners")
+        .get(0);
+    assert_eq!(listeners, 0, "poll-only mode must not LISTEN");
+    assert_eq!(relay.metric("trigger_relay_listener_connected").await, 0.0);
+    db.drop_db().await;
+}
+
+/// SPEC §4.4: Temporal down for 20 s while rows arrive: not ready meanwhile, nothing lost,
+/// everything started once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporal_outage_loses_nothing() {
+    let db = TestDb::create().await;
+    let mut temporal = TemporalServer::start_persistent().await;
+    let relay = RelayProcess::spawn(
+        &db.url,
+        &temporal.address(),
+        &[
+            ("TRIGGER_RELAY_POLL_INTERVAL", "1s"),
+            ("TRIGGER_RELAY_STATS_INTERVAL", "1s"),
+            ("TRIGGER_RELAY_BACKOFF_MAX", "2s"),
+        ],
+    );
+    relay.wait_ready().await;
+    db.insert_rows(10).await;
+    db.wait_all_dispatched(Duration::from_secs(30)).await;
+
+    temporal.stop();
+    let outage = Instant::now();
+    wait_for("/readyz to turn false", Duration::from_secs(15), || async {
+        (relay.ready().await == Some(false)).then_some(())
+    })
+    .await;
+    let mut inserted = 0;
+    while outage.elapsed() < Duration::from_secs(20) {
+        db.insert_rows(5).await;
+        inserted += 5;
+        assert_eq!(
+            relay.ready().await,
+            Some(false),
+            "ready while Temporal is down"
+        );
+        let (_, healthz) = relay
+            .get("/healthz")
+            .await
+            .expect("alive during the outage");
+        assert_eq!(healthz.trim(), "ok");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(
+        db.count("pending").await,
+        inserted,
+        "rows stay pending during the outage"
+    );
+    assert_eq!(db.count("failed").await, 0, "an outage fails no row");
+
+    temporal.restart().await;
+    relay.wait_ready().await;
+    db.wait_all_dispatched(Duration::from_secs(60)).await;
+    let total = 10 + inserted as usize;
+    assert_eq!(db.count("dispatched").await as usize, total);
+    let ids = wait_workflow_ids(&temporal.client().await, total, Duration::from_secs(60)).await;
+    assert_eq!(ids.len(), total);
+    assert_unique(&ids);
+    assert!(
+        relay
+            .metric("trigger_relay_temporal_errors_total{operation=\"start_workflow\"}")
+            .await
+            + relay
+                .metric("trigger_relay_temporal_errors_total{operation=\"get_system_info\"}")
+                .await
+            >= 1.0
+    );
+    db.drop_db().await;
+}
+
+/// SPEC §4.2: a relay killed with SIGKILL mid-batch and restarted: nothing lost, nothing
+/// doubled; its claims come back after the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_batch_loses_and_doubles_nothing() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let env = [
+        ("TRIGGER_RELAY_LEASE", "3s"),
+        ("TRIGGER_RELAY_POLL_INTERVAL", "1s"),
+        ("TRIGGER_RELAY_BATCH_SIZE", "100"),
+        ("TRIGGER_RELAY_MAX_IN_FLIGHT", "4"),
+    ];
+    db.insert_rows(400).await;
+    let mut relay = RelayProcess::spawn(&db.url, &temporal.address(), &env);
+    wait_for(
+        "the relay to be mid-way",
+        Duration::from_secs(60),
+        || async { (db.count("dispatched").await >= 30).then_some(()) },
+    )
+    .await;
+    relay.sigkill();
+    let pg = db.connect().await;
+    let left_claimed: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM trigger_relay_outbox WHERE state = 'pending' AND claimed_by IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("claimed")
+        .get(0);
+    assert!(
+        left_claimed > 0,
+        "the kill should land mid-batch, with rows still claimed"
+    );
+    let dispatched_at_kill = db.count("dispatched").await;
+    assert!(
+        dispatched_at_kill < 400,
+        "the kill came too late to test anything"
+    );
+
+    let relay = RelayProcess::spawn(&db.url, &temporal.address(), &env);
+    db.wait_all_dispatched(Duration::from_secs(120)).await;
+    assert_eq!(db.count("dispatched").await, 400);
+    let ids = wait_workflow_ids(&temporal.client().await, 400, Duration::from_secs(60)).await;
+    assert_eq!(ids.len(), 400, "every row started exactly once");
+    assert_unique(&ids);
+    drop(relay);
+    db.drop_db().await;
+}
+
+/// SPEC §4.5: rows that can never start are failed with their error; the rows after them start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_rows_fail_without_blocking_others() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let pg = db.connect().await;
+    // Relay-side check (empty user pk) and Temporal's own refusal (a 3 MB input, over the
+    // server's 2 MB blob limit, with the relay's own limit raised so the server decides).
+    pg.batch_execute(
+        "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
+         VALUES (1, 1, '', now());
+         INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, context, due_at)
+         VALUES (1, 1, 'big', jsonb_build_object('blob', repeat('x', 3000000)), now());",
+    )
+    .await
+    .expect("insert poison rows");
+    let good = db.insert_rows(20).await;
+    let relay = RelayProcess::spawn(
+        &db.url,
+        &temporal.address(),
+        &[
+            ("TRIGGER_RELAY_MAX_INPUT_BYTES", "10000000"),
+            ("TRIGGER_RELAY_BATCH_SIZE", "5"),
+        ],
+    );
+    db.wait_all_dispatched(Duration::from_secs(60)).await;
+    for id in good {
+        assert_eq!(db.state_of(id).await, "dispatched");
+    }
+    let failed: Vec<(String, String)> = pg
+        .query(
+            "SELECT user_pk, last_error FROM trigger_relay_outbox WHERE state = 'failed' ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("failed rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed[0].1.contains("user_pk is empty"), "{failed:?}");
+    assert!(failed[1].1.contains("rejected by Temporal"), "{failed:?}");
+    assert_eq!(
+        relay
+            .metric("trigger_relay_rows_failed_total{reason=\"bad_payload\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        relay
+            .metric("trigger_relay_rows_failed_total{reason=\"rejected\"}")
+            .await,
+        1.0
+    );
+    let status = relay_cli(&db.url, &["status", "--json"]);
+    assert!(status.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    assert_eq!(doc["failed"], 2);
+    assert_eq!(doc["backlog"], 0);
+    assert_eq!(doc["recent_failures"].as_array().map(Vec::len), Some(2));
+    db.drop_db().await;
+}
+
+/// SPEC §4.6: `replay --dry-run` lists and changes nothing; `replay` re-dispatches with a new
+/// generation and a new workflow id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_by_hand() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let relay = RelayProcess::spawn(&db.url, &temporal.address(), &[]);
+    let ids = db.insert_rows(3).await;
+    db.wait_all_dispatched(Duration::from_secs(30)).await;
+    let pg = db.connect().await;
+    // The trigger workflow (next issue) finishes rows; here we finish one by hand.
+    pg.execute(
+        "UPDATE trigger_relay_outbox SET state = 'done', finished_at = now() WHERE id = $1",
+        &[&ids[0]],
+    )
+    .await
+    .expect("finish row");
+
+    let refused = relay_cli(&db.url, &["replay"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("at least one of --id"));
+
+    let dry = relay_cli(&db.url, &["replay", "--state", "done", "--dry-run"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(out.contains("would replay 1 row(s)"), "{out}");
+    assert!(
+        out.contains(&format!("trigger-outbox-{}-g0", ids[0])),
+        "{out}"
+    );
+    assert_eq!(
+        db.state_of(ids[0]).await,
+        "done",
+        "a dry run changes nothing"
+    );
+
+    // Dispatched rows need --include-dispatched.
+    let none = relay_cli(&db.url, &["replay", "--id", &ids[1].to_string()]);
+    assert!(String::from_utf8_lossy(&none.stdout).contains("replayed 0 row(s)"));
+
+    let range = format!("{}..{}", ids[0], ids[1]);
+    let done = relay_cli(
+        &db.url,
+        &[
+            "replay",
+            "--id-range",
+            &range,
+            "--include-dispatched",
+            "--json",
+        ],
+    );
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&done.stdout).expect("replay json");
+    assert_eq!(doc["rows"].as_array().map(Vec::len), Some(2));
+
+    wait_for(
+        "replayed rows to be dispatched again",
+        Duration::from_secs(30),
+        || async {
+            let rows = pg
+                .query(
+                    "SELECT count(*) FROM trigger_relay_outbox
+                 WHERE generation = 1 AND state = 'dispatched'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (rows[0].get::<_, i64>(0) == 2).then_some(())
+        },
+    )
+    .await;
+    let client = temporal.client().await;
+    let ids_in_temporal = wait_workflow_ids(&client, 5, Duration::from_secs(30)).await;
+    let set = assert_unique(&ids_in_temporal);
+    assert!(set.contains(&format!("trigger-outbox-{}-g1", ids[0])));
+    assert!(set.contains(&format!("trigger-outbox-{}-g1", ids[1])));
+    assert!(
+        set.contains(&format!("trigger-outbox-{}-g0", ids[0])),
+        "history of g0 kept"
+    );
+    assert_eq!(relay.metric("trigger_relay_replays_total").await, 2.0);
+    db.drop_db().await;
+}
+
+/// SPEC §1.1: the daemon refuses a missing or different schema with a message saying what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_unknown_schema() {
+    let empty = TestDb::create_empty().await;
+    let out = relay_cli(&empty.url, &["status"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not installed") && err.contains("migrate trigger_relay"),
+        "{err}"
+    );
+    empty.drop_db().await;
+
+    let db = TestDb::create().await;
+    db.connect()
+        .await
+        .batch_execute("INSERT INTO trigger_relay_schema_version (version) VALUES (99)")
+        .await
+        .expect("bump version");
+    let mut relay = RelayProcess::spawn(&db.url, "http://127.0.0.1:1", &[]);
+    let status = wait_for("the relay to exit", Duration::from_secs(20), || {
+        let status = relay_try_wait(&mut relay);
+        async move { status }
+    })
+    .await;
+    assert!(!status.success());
+    let out = relay_cli(&db.url, &["status"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("version Some(99)") && err.contains("upgrade trigger-relay"),
+        "{err}"
+    );
+    db.drop_db().await;
+}
+
+fn relay_try_wait(relay: &mut RelayProcess) -> Option<std::process::ExitStatus> {
+    relay.try_wait()
+}
+
+/// SPEC §5.4: SIGTERM stops the daemon cleanly and promptly, leaving no claim behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let mut relay = RelayProcess::spawn(&db.url, &temporal.address(), &[]);
+    relay.wait_ready().await;
+    db.insert_rows(200).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, took) = relay.sigterm(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}");
+    eprintln!("stopped {took:?} after SIGTERM");
+    let pg = db.connect().await;
+    let claimed: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM trigger_relay_outbox WHERE state = 'pending' AND claimed_by IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("claims")
+        .get(0);
+    assert_eq!(claimed, 0, "a clean stop releases its claims");
+    db.drop_db().await;
+}
