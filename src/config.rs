@@ -25,8 +25,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the relay: LISTEN/NOTIFY plus polling, workflow starts, /metrics, /healthz, /readyz.
+    /// Run the relay (LISTEN/NOTIFY plus polling, workflow starts) and the worker of
+    /// trigger_workflow, with /metrics, /healthz, /readyz. `--mode` runs either alone.
     Run(Box<RunConfig>),
+    /// Cancel firings that have not been performed: pending rows become `cancelled`, the
+    /// workflows of dispatched rows are asked to cancel (they stop if still waiting).
+    Cancel(CancelConfig),
+    /// Replay recent trigger_workflow histories from a live server against this build's
+    /// workflow code; exits non-zero on nondeterminism (a deploy gate).
+    ReplayHistories(ReplayHistoriesConfig),
     /// Show the outbox: rows per state, backlog, oldest pending age, recent failures.
     Status(StatusConfig),
     /// Re-dispatch rows by hand with a new generation (and so a new workflow id).
@@ -139,12 +146,65 @@ impl TemporalConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Relay and worker in one process (the sidecar default).
+    All,
+    /// Only the relay: outbox rows to workflow starts.
+    Relay,
+    /// Only the worker of trigger_workflow and the outbox activities.
+    Worker,
+}
+
+impl Mode {
+    pub fn relay(self) -> bool {
+        matches!(self, Mode::All | Mode::Relay)
+    }
+
+    pub fn worker(self) -> bool {
+        matches!(self, Mode::All | Mode::Worker)
+    }
+}
+
+/// The worker's settings: task queues, timeouts and retries of the workflow's activities.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerConfig {
+    /// Task queue of the Python activity worker (manage.py trigger_relay_worker).
+    #[arg(long, env = "TRIGGER_RELAY_DJANGO_TASK_QUEUE", default_value = "trigger-relay-django")]
+    pub django_task_queue: String,
+    /// Start-to-close timeout of one attempt of the Python perform_firing activity.
+    #[arg(long, env = "TRIGGER_RELAY_PERFORM_TIMEOUT", default_value = "5m",
+          value_parser = humantime::parse_duration)]
+    pub perform_timeout: Duration,
+    /// Attempts of perform_firing before the row is recorded `failed` (0 = unlimited).
+    #[arg(long, env = "TRIGGER_RELAY_PERFORM_MAX_ATTEMPTS", default_value_t = 10)]
+    pub perform_max_attempts: u32,
+    /// Start-to-close timeout of one attempt of record_outcome (retried until it succeeds).
+    #[arg(long, env = "TRIGGER_RELAY_RECORD_TIMEOUT", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub record_timeout: Duration,
+    /// Time in-flight workflow and activity tasks get after SIGTERM.
+    #[arg(long, env = "TRIGGER_RELAY_WORKER_SHUTDOWN_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub worker_shutdown_timeout: Duration,
+    /// How long a workflow task waits on a dead worker's sticky queue before any worker may
+    /// take it.
+    #[arg(long, env = "TRIGGER_RELAY_STICKY_TIMEOUT", default_value = "3s",
+          value_parser = humantime::parse_duration)]
+    pub sticky_timeout: Duration,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RunConfig {
     #[command(flatten)]
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub temporal: TemporalConfig,
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+    /// What this process runs.
+    #[arg(long, env = "TRIGGER_RELAY_MODE", default_value = "all")]
+    pub mode: Mode,
     /// LISTEN for the outbox's NOTIFY. `false` = poll only (PgBouncer in transaction mode).
     #[arg(long, env = "TRIGGER_RELAY_LISTEN", default_value_t = true,
           action = clap::ArgAction::Set)]
@@ -281,6 +341,49 @@ impl ReplayConfig {
             || self.created_after.is_some()
             || self.created_before.is_some()
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CancelConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub temporal: TemporalConfig,
+    /// Row ids (repeat or comma-separate).
+    #[arg(long = "id", value_delimiter = ',')]
+    pub ids: Vec<i64>,
+    /// Rows of these trigger ids.
+    #[arg(long = "trigger", value_delimiter = ',')]
+    pub triggers: Vec<i64>,
+    /// Rows of these user primary keys.
+    #[arg(long = "user", value_delimiter = ',')]
+    pub users: Vec<String>,
+    /// List what would be cancelled; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayHistoriesConfig {
+    #[command(flatten)]
+    pub temporal: TemporalConfig,
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+    /// Visibility query choosing the histories.
+    #[arg(long, default_value = "WorkflowType = 'trigger_workflow'")]
+    pub query: String,
+    /// At most this many histories, most recent first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Also write each fetched history as JSON into this directory (to record fixtures).
+    #[arg(long, conflicts_with = "dir")]
+    pub save_dir: Option<PathBuf>,
+    /// Replay the `*.json` histories of this directory instead of fetching from a server.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

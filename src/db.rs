@@ -10,9 +10,10 @@ use tokio_postgres::NoTls;
 
 use crate::config::DatabaseConfig;
 use crate::outbox::ClaimedRow;
+use crate::workflow::Outcome;
 
 /// The outbox schema version this build reads and writes (sql/schema/).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 mod sql {
     pub const SCHEMA_VERSION: &str = include_str!("../sql/queries/schema_version.sql");
@@ -25,6 +26,9 @@ mod sql {
     pub const STATUS_FAILURES: &str = include_str!("../sql/queries/status_failures.sql");
     pub const SELECT_FOR_REPLAY: &str = include_str!("../sql/queries/select_for_replay.sql");
     pub const REPLAY_ROW: &str = include_str!("../sql/queries/replay_row.sql");
+    pub const CANCEL_PENDING: &str = include_str!("../sql/queries/cancel_pending.sql");
+    pub const SELECT_FOR_CANCEL: &str = include_str!("../sql/queries/select_for_cancel.sql");
+    pub const RECORD_OUTCOME: &str = include_str!("../sql/queries/record_outcome.sql");
 }
 
 pub const NOTIFY_CHANNEL: &str = "trigger_relay_outbox";
@@ -377,4 +381,83 @@ pub async fn replay(
         .map_err(query_error("replay_notify"))?;
     tx.commit().await.map_err(query_error("replay_commit"))?;
     Ok(candidates)
+}
+
+/// Records a workflow's outcome; false if the row had moved on (replayed, cancelled, or
+/// already recorded by an earlier attempt).
+pub async fn record_outcome(pool: &Pool, outcome: &Outcome) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    let n = client
+        .execute(
+            sql::RECORD_OUTCOME,
+            &[
+                &outcome.outbox_id,
+                &outcome.generation,
+                &outcome.state,
+                &outcome.reason,
+                &outcome.error,
+            ],
+        )
+        .await
+        .map_err(query_error("record_outcome"))?;
+    Ok(n == 1)
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CancelCandidate {
+    pub id: i64,
+    pub state: String,
+    pub trigger_id: i64,
+    pub user_pk: String,
+    pub workflow_id: Option<String>,
+}
+
+/// What a cancel selects; `None` means "any" (the CLI demands at least one selector).
+#[derive(Debug, Default)]
+pub struct CancelSelection {
+    pub ids: Option<Vec<i64>>,
+    pub triggers: Option<Vec<i64>>,
+    pub users: Option<Vec<String>>,
+}
+
+/// The pending and dispatched rows a cancel would touch.
+pub async fn select_for_cancel(
+    pool: &Pool,
+    selection: &CancelSelection,
+) -> Result<Vec<CancelCandidate>, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            sql::SELECT_FOR_CANCEL,
+            &[&selection.ids, &selection.triggers, &selection.users],
+        )
+        .await
+        .map_err(query_error("select_for_cancel"))?;
+    Ok(rows
+        .iter()
+        .map(|r| CancelCandidate {
+            id: r.get("id"),
+            state: r.get("state"),
+            trigger_id: r.get("trigger_id"),
+            user_pk: r.get("user_pk"),
+            workflow_id: r.get("workflow_id"),
+        })
+        .collect())
+}
+
+/// Cancels the selected pending rows; returns their ids.
+pub async fn cancel_pending(
+    pool: &Pool,
+    selection: &CancelSelection,
+    dry_run: bool,
+) -> Result<Vec<i64>, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            sql::CANCEL_PENDING,
+            &[&selection.ids, &selection.triggers, &selection.users, &dry_run],
+        )
+        .await
+        .map_err(query_error("cancel_pending"))?;
+    Ok(rows.iter().map(|r| r.get("id")).collect())
 }

@@ -1,7 +1,9 @@
 //! Errors that end a command, each with the context an operator needs to act on it.
 
 use crate::db::DbError;
+use crate::histories::HistoryError;
 use crate::temporal::TemporalError;
+use crate::worker::WorkerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -11,6 +13,10 @@ pub enum Error {
     Db(#[from] DbError),
     #[error(transparent)]
     Temporal(#[from] TemporalError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
     #[error("cannot serve HTTP on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,

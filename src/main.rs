@@ -1,25 +1,13 @@
-//! trigger-relay: moves dj-triggers firings from a PostgreSQL outbox to Temporal.
+//! The trigger-relay command line.
 
-mod backoff;
-mod cli_output;
-mod config;
-mod db;
-mod error;
-mod health;
-mod http;
-mod metrics;
-mod outbox;
-mod relay;
-mod run;
-mod shutdown;
-mod temporal;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Cli, Command, LogConfig, LogFormat};
+use trigger_relay::config::{Cli, Command, LogConfig, LogFormat};
+use trigger_relay::{cancel, cli_output, histories, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,6 +17,8 @@ async fn main() -> ExitCode {
         Command::Run(config) => run::run(*config).await,
         Command::Status(config) => cli_output::status(config).await,
         Command::Replay(config) => cli_output::replay(config).await,
+        Command::Cancel(config) => cancel::cancel(config).await,
+        Command::ReplayHistories(config) => histories::replay_histories(config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub postgres_duration: HistogramVec,
     pub postgres_errors: IntCounterVec,
     pub replays: IntCounter,
+    pub workflow_outcomes: IntCounterVec,
     pub ready: IntGauge,
     pub listener_connected: IntGauge,
 }
@@ -50,9 +51,11 @@ pub struct Metrics {
 const CLAIM_SOURCES: [&str; 3] = ["notify", "poll", "reconnect"];
 const START_RESULTS: [&str; 2] = ["started", "already_started"];
 const FAIL_REASONS: [&str; 2] = ["bad_payload", "rejected"];
+const OUTCOME_STATES: [&str; 4] = ["done", "skipped", "failed", "cancelled"];
 const ROW_STATES: [&str; 3] = ["pending", "dispatched", "failed"];
 const TEMPORAL_OPERATIONS: [&str; 3] = ["connect", "start_workflow", "get_system_info"];
-const POSTGRES_QUERIES: [&str; 8] = [
+const POSTGRES_QUERIES: [&str; 9] = [
+    "record_outcome",
     "connect",
     "claim",
     "mark_dispatched",
@@ -158,6 +161,13 @@ impl Metrics {
                 "trigger_relay_replays_total",
                 "Replayed rows (generation > 0) dispatched again.",
             )?,
+            workflow_outcomes: IntCounterVec::new(
+                Opts::new(
+                    "trigger_relay_workflow_outcomes_total",
+                    "Firings finished by the trigger workflow, by the state recorded.",
+                ),
+                &["state"],
+            )?,
             ready: IntGauge::new(
                 "trigger_relay_ready",
                 "1 when PostgreSQL and Temporal are reachable, else 0.",
@@ -188,6 +198,7 @@ impl Metrics {
         r.register(Box::new(self.postgres_duration.clone()))?;
         r.register(Box::new(self.postgres_errors.clone()))?;
         r.register(Box::new(self.replays.clone()))?;
+        r.register(Box::new(self.workflow_outcomes.clone()))?;
         r.register(Box::new(self.ready.clone()))?;
         r.register(Box::new(self.listener_connected.clone()))?;
         Ok(())
@@ -203,6 +214,9 @@ impl Metrics {
         }
         for r in FAIL_REASONS {
             self.failed.with_label_values(&[r]);
+        }
+        for s in OUTCOME_STATES {
+            self.workflow_outcomes.with_label_values(&[s]);
         }
         for s in ROW_STATES {
             self.rows.with_label_values(&[s]);
@@ -285,6 +299,7 @@ mod tests {
             "trigger_relay_postgres_query_duration_seconds_bucket",
             "trigger_relay_postgres_errors_total{query=\"claim\"}",
             "trigger_relay_replays_total",
+            "trigger_relay_workflow_outcomes_total{state=\"skipped\"}",
             "trigger_relay_ready",
             "trigger_relay_listener_connected",
         ] {

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::relay::{self, Relay};
-use crate::{http, shutdown, temporal};
+use crate::{http, shutdown, temporal, worker};
 
 pub async fn run(config: RunConfig) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
@@ -38,6 +38,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         temporal = %config.temporal.temporal_address,
         namespace = config.temporal.temporal_namespace,
         task_queue = config.temporal.temporal_task_queue,
+        mode = ?config.mode,
         listen = config.listen,
         poll_interval = ?config.poll_interval,
         "trigger-relay starting"
@@ -53,20 +54,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         return Ok(());
     };
 
-    let (wake_tx, wake_rx) = mpsc::channel(1);
     let mut tasks = tokio::task::JoinSet::new();
-    if config.listen {
-        tasks.spawn(relay::listener::run(
-            pg,
-            wake_tx,
-            metrics.clone(),
-            Backoff::new(config.backoff_initial, config.backoff_max),
-            cancel.clone(),
-        ));
-    } else {
-        tracing::info!("poll-only mode: LISTEN disabled");
-        drop(wake_tx);
-    }
     tasks.spawn(relay::watch(
         pool.clone(),
         client.clone(),
@@ -75,21 +63,55 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         config.stats_interval,
         cancel.clone(),
     ));
-    let relay = Relay {
-        pool,
-        config: config.clone(),
-        replica,
-        metrics,
-        health,
-    };
-    let relay_task = tokio::spawn(relay.run(client, wake_rx, cancel.clone()));
-
+    let relay_task = config.mode.relay().then(|| {
+        let (wake_tx, wake_rx) = mpsc::channel(1);
+        if config.listen {
+            tasks.spawn(relay::listener::run(
+                pg.clone(),
+                wake_tx,
+                metrics.clone(),
+                Backoff::new(config.backoff_initial, config.backoff_max),
+                cancel.clone(),
+            ));
+        } else {
+            tracing::info!("poll-only mode: LISTEN disabled");
+            drop(wake_tx);
+        }
+        let relay = Relay {
+            pool: pool.clone(),
+            config: config.clone(),
+            replica: replica.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        };
+        tokio::spawn(relay.run(client.clone(), wake_rx, cancel.clone()))
+    });
+    // The SDK's worker future is not Send: it runs on this task rather than a spawned one.
+    let mut outcome = Ok(());
+    if config.mode.worker() {
+        let result = worker::run(
+            &config.worker,
+            &config.temporal.temporal_task_queue,
+            client.clone(),
+            pool.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        )
+        .await;
+        if let Err(err) = result {
+            // A sidecar that silently stopped executing workflows would look healthy while
+            // firings pile up: a worker that cannot run takes the process down.
+            outcome = Err(err.into());
+            cancel.cancel();
+        }
+    }
     cancel.cancelled().await;
     // In-flight starts finish (their rows get recorded); anything slower than the bound is
     // left to its lease.
-    if tokio::time::timeout(config.shutdown_timeout, relay_task)
-        .await
-        .is_err()
+    if let Some(relay_task) = relay_task
+        && tokio::time::timeout(config.shutdown_timeout, relay_task)
+            .await
+            .is_err()
     {
         tracing::warn!(timeout = ?config.shutdown_timeout,
                        "in-flight starts did not finish in time; their leases will expire");
@@ -97,7 +119,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
     tasks.shutdown().await;
     http.await.ok();
     tracing::info!("trigger-relay stopped");
-    Ok(())
+    outcome
 }
 
 /// Waits out PostgreSQL outages at start (serving metrics, not ready) but refuses a schema

@@ -11,29 +11,10 @@ use temporalio_client::{
     TlsOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
 };
 use temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest;
-use temporalio_common::{HasWorkflowDefinition, WorkflowDefinition};
 
 use crate::config::TemporalConfig;
 use crate::outbox::WorkflowInput;
-
-/// The workflow type every outbox row starts (docs/contract.md).
-pub const WORKFLOW_TYPE: &str = "trigger_workflow";
-
-/// Typed handle on `trigger_workflow` for the client; the worker that runs it lives apart.
-pub struct TriggerWorkflow;
-
-impl WorkflowDefinition for TriggerWorkflow {
-    type Input = WorkflowInput;
-    type Output = serde_json::Value;
-
-    fn name(&self) -> &str {
-        WORKFLOW_TYPE
-    }
-}
-
-impl HasWorkflowDefinition for TriggerWorkflow {
-    type Run = Self;
-}
+use crate::workflow::TriggerWorkflow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemporalError {
@@ -160,7 +141,7 @@ pub async fn start(
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
         .static_summary(summary)
         .build();
-    match client.start_workflow(TriggerWorkflow, input, options).await {
+    match client.start_workflow(TriggerWorkflow::run, input, options).await {
         Ok(handle) => StartOutcome::Started {
             run_id: handle.run_id().unwrap_or_default().to_owned(),
         },

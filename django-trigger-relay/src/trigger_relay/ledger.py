@@ -1,0 +1,42 @@
+"""The action ledger (SPEC §3.4): which actions of an outbox row have completed.
+
+Owned by ``sql/schema/0002_action_ledger.sql``; mapped here unmanaged. An entry is written
+in the same transaction as the action's own database writes, so it exists exactly when the
+action's work committed.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Now
+from django.utils.translation import gettext_lazy as _
+
+
+class LedgerEntry(models.Model):
+    # Django needs a single-column primary key; the table's key is (outbox_id, action_id).
+    # The ORM only inserts and filters here, never updates or deletes by pk.
+    outbox = models.ForeignKey(
+        "trigger_relay.OutboxRow",
+        on_delete=models.DO_NOTHING,
+        db_column="outbox_id",
+        primary_key=True,
+        related_name="ledger_entries",
+    )
+    action_id = models.BigIntegerField(_("action id"))
+    generation = models.IntegerField(_("generation"))
+    idempotency_key = models.TextField(_("idempotency key"))
+    performed_at = models.DateTimeField(_("performed at"), db_default=Now())
+
+    class Meta:
+        managed = False
+        db_table = "trigger_relay_action_ledger"
+        verbose_name = _("ledger entry")
+        verbose_name_plural = _("ledger entries")
+
+    def __str__(self) -> str:
+        return f"outbox row {self.outbox_id}, action {self.action_id}"
+
+
+def idempotency_key(outbox_id: int, action_id: int) -> str:
+    """Stable across retries, crashes and replays of the same outbox row."""
+    return f"trigger-relay:{outbox_id}:{action_id}"

@@ -1,0 +1,60 @@
+"""The outbox table, owned by ``sql/schema/`` (SPEC §1) and mapped here unmanaged."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Now
+from django.utils.translation import gettext_lazy as _
+
+
+class OutboxRow(models.Model):
+    """One firing of a Temporal-routed trigger (SPEC §1.2).
+
+    The table is created by ``sql/schema/*.sql`` (through migration 0001), not by Django:
+    ``managed = False``. ``db_default`` mirrors the SQL defaults so that the ORM leaves
+    those columns to the database on insert.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("pending")
+        DISPATCHED = "dispatched", _("dispatched")
+        DONE = "done", _("done")
+        SKIPPED = "skipped", _("skipped")
+        FAILED = "failed", _("failed")
+        CANCELLED = "cancelled", _("cancelled")
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(_("created at"), db_default=Now())
+    event_id = models.BigIntegerField(_("event id"))
+    trigger_id = models.BigIntegerField(_("trigger id"))
+    user_pk = models.TextField(_("user pk"))
+    context = models.JSONField(_("context"), db_default={})
+    due_at = models.DateTimeField(_("due at"))
+    state = models.TextField(_("state"), choices=State.choices, db_default=State.PENDING)
+    skip_reason = models.TextField(_("skip reason"), null=True, blank=True)
+    attempts = models.IntegerField(_("attempts"), db_default=0)
+    last_error = models.TextField(_("last error"), null=True, blank=True)
+    claimed_by = models.TextField(_("claimed by"), null=True, blank=True)
+    claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
+    dispatched_at = models.DateTimeField(_("dispatched at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    replayed_at = models.DateTimeField(_("replayed at"), null=True, blank=True)
+    workflow_id = models.TextField(_("workflow id"), null=True, blank=True)
+    run_id = models.TextField(_("run id"), null=True, blank=True)
+    generation = models.IntegerField(_("generation"), db_default=0)
+
+    class Meta:
+        managed = False
+        db_table = "trigger_relay_outbox"
+        ordering = ("id",)
+        verbose_name = _("outbox row")
+        verbose_name_plural = _("outbox rows")
+
+    def __str__(self) -> str:
+        return f"outbox row {self.pk} ({self.state})"
+
+
+# The ledger lives in its own module (one job per module); importing it here registers it.
+from trigger_relay.ledger import LedgerEntry  # noqa: E402
+
+__all__ = ["LedgerEntry", "OutboxRow"]

@@ -1,0 +1,50 @@
+"""Writing firings to the outbox (SPEC §2.2)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from typing import Any
+
+from django.db import router
+from django.db.models import Value
+from django.db.models.functions import Now
+
+from trigger_relay.context import check_context
+from trigger_relay.models import OutboxRow
+
+if TYPE_CHECKING:
+    from triggers.models import Event
+
+
+def record_firing(event: Event, user_pk: object, context: Mapping[str, Any]) -> OutboxRow:
+    """Insert one pending outbox row for ``event`` fired for ``user_pk``.
+
+    The row is written on the connection that the router picks for ``OutboxRow`` (the
+    default database unless a router says otherwise), inside whatever transaction is open
+    there: it commits or rolls back with the caller's own writes. ``created_at`` is the
+    database's statement time and ``due_at`` is ``created_at`` plus the event's delay, both
+    from the database clock, which the relay compares them with.
+
+    Raises ``TypeError`` naming the offending key, before touching the database, if the
+    context holds anything but JSON values.
+    """
+    check_context(
+        context, where=f" of {type(event).__name__} {event.pk} (trigger {event.trigger_id})"
+    )
+    delay: dt.timedelta = getattr(event, "delay", None) or dt.timedelta()
+    now = Now()
+    row = OutboxRow(
+        event_id=event.pk,
+        trigger_id=event.trigger_id,
+        user_pk=str(user_pk),
+        context=dict(context),
+        created_at=now,
+        due_at=now + Value(delay),
+    )
+    row.save(force_insert=True, using=router.db_for_write(OutboxRow))
+    # created_at comes back from INSERT ... RETURNING (it has a database default); due_at
+    # was computed from the same statement timestamp, so it is exactly this:
+    row.due_at = row.created_at + delay
+    return row

@@ -1,0 +1,85 @@
+"""Fixtures of the add-on's tests.
+
+Real services only: PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) and Redis at
+127.0.0.1:6379. The test database has a unique name per run (see test_settings.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+# The example site's Celery app must exist before dj-triggers' shared task is used, so that
+# Celery-routed firings go to the test broker and queue, not to Celery's defaults.
+import example_site  # noqa: F401  (after the settings: DJANGO_SETTINGS_MODULE is set)
+import pytest
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    import triggers
+    from django.conf import settings
+
+    return [
+        f"dj-triggers schema: {settings.DJT_SCHEMA} ({triggers.__file__})",
+        f"test database: test_{settings.DATABASES['default']['NAME']}",
+        f"celery: {settings.CELERY_BROKER_URL} queue {settings.CELERY_TASK_DEFAULT_QUEUE}",
+    ]
+
+
+def _is_transactional(request: pytest.FixtureRequest) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None and (
+        marker.kwargs.get("transaction") or (marker.args and marker.args[0])
+    ):
+        return True
+    return "transactional_db" in request.fixturenames
+
+
+@pytest.fixture(autouse=True)
+def _truncate_outbox(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Empty the outbox after transactional tests.
+
+    Django's flush between transactional tests skips unmanaged models' tables, and the
+    outbox table is owned by sql/schema/, so rows would otherwise leak between tests.
+    """
+    yield
+    if _is_transactional(request):
+        from django.db import connection
+
+        django_db_blocker = request.getfixturevalue("django_db_blocker")
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute("TRUNCATE trigger_relay_outbox CASCADE")
+
+
+@pytest.fixture
+def celery_queue() -> Iterator[Any]:
+    """The test run's own Celery queue in Redis, emptied before and after the test."""
+    from tests_support.broker import CeleryQueue
+
+    queue = CeleryQueue.from_settings()
+    queue.purge()
+    yield queue
+    queue.purge()
+
+
+@pytest.fixture
+def user(db: None) -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create(username="ada", email="ada@example.com")
+
+
+@pytest.fixture
+def tx_user(transactional_db: None) -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create(username="grace", email="grace@example.com")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_celery_queue_keys() -> Iterator[None]:
+    """Leave nothing of this run's queue in Redis."""
+    yield
+    from tests_support.broker import CeleryQueue
+
+    CeleryQueue.from_settings().purge()

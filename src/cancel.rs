@@ -1,0 +1,94 @@
+//! `trigger-relay cancel` (SPEC §5.1): stop firings that have not been performed.
+
+use std::io::Write;
+
+use temporalio_client::{UntypedWorkflow, WorkflowCancelOptions};
+
+use crate::config::CancelConfig;
+use crate::db::{self, CancelSelection};
+use crate::error::Error;
+use crate::temporal;
+
+#[derive(Debug, serde::Serialize)]
+struct Cancelled {
+    id: i64,
+    previous_state: String,
+    trigger_id: i64,
+    user_pk: String,
+    action: String,
+}
+
+pub async fn cancel(config: CancelConfig) -> Result<(), Error> {
+    if config.ids.is_empty() && config.triggers.is_empty() && config.users.is_empty() {
+        return Err(Error::Config(
+            "cancel needs at least one of --id, --trigger, --user".into(),
+        ));
+    }
+    let pool = db::pool(&config.database)?;
+    db::check_schema(&pool).await?;
+    let selection = CancelSelection {
+        ids: (!config.ids.is_empty()).then(|| config.ids.clone()),
+        triggers: (!config.triggers.is_empty()).then(|| config.triggers.clone()),
+        users: (!config.users.is_empty()).then(|| config.users.clone()),
+    };
+    let candidates = db::select_for_cancel(&pool, &selection).await?;
+    let cancelled_pending = db::cancel_pending(&pool, &selection, config.dry_run).await?;
+
+    let mut report = Vec::new();
+    let dispatched: Vec<_> = candidates
+        .iter()
+        .filter(|c| c.state == "dispatched")
+        .collect();
+    let client = if dispatched.is_empty() || config.dry_run {
+        None
+    } else {
+        Some(temporal::connect(&config.temporal, "trigger-relay-cancel").await?)
+    };
+    for candidate in &candidates {
+        let action = if candidate.state == "pending" {
+            if config.dry_run {
+                "would cancel".to_owned()
+            } else if cancelled_pending.contains(&candidate.id) {
+                "cancelled".to_owned()
+            } else {
+                "left alone (dispatched meanwhile; run cancel again)".to_owned()
+            }
+        } else if config.dry_run {
+            "would request workflow cancellation".to_owned()
+        } else {
+            match (&client, &candidate.workflow_id) {
+                (Some(client), Some(workflow_id)) => {
+                    let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.clone());
+                    match handle.cancel(WorkflowCancelOptions::default()).await {
+                        Ok(()) => "workflow cancellation requested".to_owned(),
+                        Err(err) => format!("workflow cancellation failed: {err}"),
+                    }
+                }
+                _ => "no workflow id recorded".to_owned(),
+            }
+        };
+        report.push(Cancelled {
+            id: candidate.id,
+            previous_state: candidate.state.clone(),
+            trigger_id: candidate.trigger_id,
+            user_pk: candidate.user_pk.clone(),
+            action,
+        });
+    }
+
+    let mut out = std::io::stdout().lock();
+    if config.json {
+        let doc = serde_json::json!({ "dry_run": config.dry_run, "rows": report });
+        writeln!(out, "{doc:#}")?;
+        return Ok(());
+    }
+    writeln!(out, "{} row(s)", report.len())?;
+    for r in &report {
+        writeln!(
+            out,
+            "{:>10} {:<10} trigger {:<6} user {:<12} {}",
+            r.id, r.previous_state, r.trigger_id, r.user_pk, r.action
+        )?;
+    }
+    Ok(())
+}

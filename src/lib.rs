@@ -1,0 +1,22 @@
+//! trigger-relay: moves dj-triggers firings from a PostgreSQL outbox to Temporal.
+//!
+//! The binary (src/main.rs) is the product; the library exists so integration tests can
+//! replay histories against the real workflow code.
+
+pub mod backoff;
+pub mod cancel;
+pub mod cli_output;
+pub mod histories;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod outbox;
+pub mod relay;
+pub mod run;
+pub mod shutdown;
+pub mod temporal;
+pub mod worker;
+pub mod workflow;

@@ -1,0 +1,238 @@
+//! `trigger_workflow`: one firing of a trigger, from its due time to its recorded outcome
+//! (SPEC §3, §5.1).
+//!
+//! 1. Wait until the row's due time on a durable timer (a cancel request ends the wait).
+//! 2. Run `trigger_relay.perform_firing` on the Django task queue (Python worker): fresh
+//!    checks, `Activity.lock`, conditions re-checked, actions in order, each at most once.
+//! 3. Record the outcome on the outbox row through `record_outcome` on this daemon's queue.
+//!
+//! Determinism: the body uses only workflow time, timers and activities. Any change to the
+//! commands it issues must go through `ctx.patched(..)` (docs/versioning.md) and keep every
+//! history under tests/histories/ replaying (tests/replay.rs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use serde::{Deserialize, Serialize};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{activities, activity_definitions, workflow, workflow_methods};
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use temporalio_sdk::{
+    ActivityOptions, TimerResult, WorkflowCancellationToken, WorkflowContext, WorkflowResult,
+};
+
+use crate::db;
+use crate::metrics::Metrics;
+use crate::outbox::WorkflowInput;
+
+/// What the Python activity reports back (django-trigger-relay, trigger_relay/activities.py).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FiringResult {
+    /// `done` or `skipped`.
+    pub outcome: String,
+    /// For `skipped`: trigger_deleted, trigger_disabled, no_actions, event_deleted,
+    /// user_filtered_out, condition_false, cancelled.
+    pub reason: Option<String>,
+    /// Action ids performed by this run.
+    #[serde(default)]
+    pub performed: Vec<i64>,
+    /// Action ids the ledger shows as performed before (retries, replays).
+    #[serde(default)]
+    pub already_performed: Vec<i64>,
+}
+
+/// The final state of an outbox row, recorded by `record_outcome` and returned as the
+/// workflow's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub outbox_id: i64,
+    pub generation: i32,
+    /// done, skipped, failed or cancelled.
+    pub state: String,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+    #[serde(default)]
+    pub performed: Vec<i64>,
+}
+
+/// Timeouts and retries of the activities, from the daemon's configuration. They are not
+/// part of the history's command sequence, so changing them needs no patch.
+#[derive(Debug, Clone)]
+pub struct WorkflowSettings {
+    pub django_task_queue: String,
+    pub perform_timeout: Duration,
+    pub perform_max_attempts: u32,
+    pub record_timeout: Duration,
+}
+
+/// Declarations of the activities the Python worker serves.
+pub struct DjangoActivities;
+
+#[activity_definitions]
+impl DjangoActivities {
+    /// Served by the Python worker (`manage.py trigger_relay_worker`).
+    #[activity(name = "trigger_relay.perform_firing")]
+    fn perform_firing(_input: WorkflowInput) -> Result<FiringResult, ActivityError> {
+        unimplemented!()
+    }
+}
+
+#[workflow]
+pub struct TriggerWorkflow {
+    settings: WorkflowSettings,
+}
+
+impl TriggerWorkflow {
+    pub fn new(settings: WorkflowSettings) -> Self {
+        Self { settings }
+    }
+}
+
+#[workflow_methods(factory_only)]
+impl TriggerWorkflow {
+    #[run(name = "trigger_workflow")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: WorkflowInput,
+    ) -> WorkflowResult<Outcome> {
+        let settings = ctx.state(|w| w.settings.clone());
+        let outcome = |state: &str, reason: Option<String>, error: Option<String>| Outcome {
+            outbox_id: input.outbox_id,
+            generation: input.generation,
+            state: state.to_owned(),
+            reason,
+            error,
+            performed: Vec::new(),
+        };
+
+        // SPEC §3.1, §5.1: nothing before due time, on a timer that survives restarts.
+        let now: Option<DateTime<Utc>> = ctx.workflow_time().map(DateTime::from);
+        let wait = now
+            .and_then(|now| (input.due_at - now).to_std().ok())
+            .filter(|wait| !wait.is_zero());
+        if let Some(wait) = wait
+            && ctx.timer(wait).await == TimerResult::Cancelled
+        {
+            let cancelled = outcome("cancelled", Some("cancelled".into()), None);
+            record(ctx, &settings, cancelled.clone()).await?;
+            return Ok(cancelled);
+        }
+        if ctx.cancellation_token().is_cancelled() {
+            let cancelled = outcome("cancelled", Some("cancelled".into()), None);
+            record(ctx, &settings, cancelled.clone()).await?;
+            return Ok(cancelled);
+        }
+
+        // A perform that has started runs to its end: its database work commits or rolls back
+        // as a whole, so a cancel request cannot leave half the actions done.
+        let perform = ActivityOptions::with_start_to_close_timeout(settings.perform_timeout)
+            .task_queue(settings.django_task_queue.clone())
+            .retry_policy(
+                RetryPolicy::builder()
+                    .initial_interval(Duration::from_secs(1))
+                    .backoff_coefficient(2.0)
+                    .maximum_interval(Duration::from_secs(300))
+                    .maximum_attempts(settings.perform_max_attempts)
+                    .build(),
+            )
+            .cancellation_token(WorkflowCancellationToken::new())
+            .summary(format!("perform firing of outbox row {}", input.outbox_id))
+            .build();
+        let result = ctx
+            .execute_activity(DjangoActivities::perform_firing, input.clone(), perform)
+            .await;
+        let final_outcome = match result {
+            Ok(firing) if firing.outcome == "done" => Outcome {
+                performed: firing.performed,
+                ..outcome("done", None, None)
+            },
+            Ok(firing) if firing.outcome == "skipped" => {
+                let reason = firing.reason.or_else(|| Some("unspecified".into()));
+                outcome("skipped", reason, None)
+            }
+            Ok(firing) => outcome(
+                "failed",
+                None,
+                Some(format!("unknown outcome {:?} from the Python worker", firing.outcome)),
+            ),
+            Err(err) => outcome("failed", None, Some(failure_message(&err))),
+        };
+        record(ctx, &settings, final_outcome.clone()).await?;
+        Ok(final_outcome)
+    }
+}
+
+fn failure_message(err: &temporalio_sdk::ActivityExecutionError) -> String {
+    // The root cause (the Python exception) is what an operator needs in last_error.
+    let mut message = err.to_string();
+    let mut failure = err.failure();
+    while let Some(f) = failure {
+        if !f.message.is_empty() {
+            message = f.message.clone();
+        }
+        failure = f.cause.as_deref();
+    }
+    message
+}
+
+async fn record(
+    ctx: &mut WorkflowContext<TriggerWorkflow>,
+    settings: &WorkflowSettings,
+    outcome: Outcome,
+) -> WorkflowResult<()> {
+    // Recording must happen even when the workflow is being cancelled; it retries (with a
+    // capped interval) until PostgreSQL answers.
+    let options = ActivityOptions::with_start_to_close_timeout(settings.record_timeout)
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(60))
+                .build(),
+        )
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build();
+    ctx.execute_activity(OutboxActivities::record_outcome, outcome, options)
+        .await?;
+    Ok(())
+}
+
+/// Rust activities on the daemon's own task queue: outbox bookkeeping.
+pub struct OutboxActivities {
+    pub pool: Pool,
+    pub metrics: Metrics,
+}
+
+#[activities]
+impl OutboxActivities {
+    #[activity(name = "trigger_relay.record_outcome")]
+    pub async fn record_outcome(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        outcome: Outcome,
+    ) -> Result<bool, ActivityError> {
+        let applied = self
+            .metrics
+            .postgres("record_outcome", db::record_outcome(&self.pool, &outcome))
+            .await?;
+        if applied {
+            self.metrics
+                .workflow_outcomes
+                .with_label_values(&[outcome.state.as_str()])
+                .inc();
+        }
+        tracing::info!(
+            outbox_id = outcome.outbox_id,
+            generation = outcome.generation,
+            state = outcome.state,
+            reason = outcome.reason,
+            error = outcome.error,
+            performed = ?outcome.performed,
+            applied,
+            "firing finished"
+        );
+        Ok(applied)
+    }
+}
