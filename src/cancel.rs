@@ -32,18 +32,16 @@ pub async fn cancel(config: CancelConfig) -> Result<(), Error> {
         users: (!config.users.is_empty()).then(|| config.users.clone()),
     };
     let candidates = db::select_for_cancel(&pool, &selection).await?;
+    // Connect before changing anything, so an unreachable Temporal leaves every row as it was.
+    let any_dispatched = candidates.iter().any(|c| c.state == "dispatched");
+    let client = if any_dispatched && !config.dry_run {
+        Some(temporal::connect(&config.temporal, "trigger-relay-cancel").await?)
+    } else {
+        None
+    };
     let cancelled_pending = db::cancel_pending(&pool, &selection, config.dry_run).await?;
 
     let mut report = Vec::new();
-    let dispatched: Vec<_> = candidates
-        .iter()
-        .filter(|c| c.state == "dispatched")
-        .collect();
-    let client = if dispatched.is_empty() || config.dry_run {
-        None
-    } else {
-        Some(temporal::connect(&config.temporal, "trigger-relay-cancel").await?)
-    };
     for candidate in &candidates {
         let action = if candidate.state == "pending" {
             if config.dry_run {

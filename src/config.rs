@@ -170,7 +170,11 @@ impl Mode {
 #[derive(Debug, Clone, Args)]
 pub struct WorkerConfig {
     /// Task queue of the Python activity worker (manage.py trigger_relay_worker).
-    #[arg(long, env = "TRIGGER_RELAY_DJANGO_TASK_QUEUE", default_value = "trigger-relay-django")]
+    #[arg(
+        long,
+        env = "TRIGGER_RELAY_DJANGO_TASK_QUEUE",
+        default_value = "trigger-relay-django"
+    )]
     pub django_task_queue: String,
     /// Start-to-close timeout of one attempt of the Python perform_firing activity.
     #[arg(long, env = "TRIGGER_RELAY_PERFORM_TIMEOUT", default_value = "5m",

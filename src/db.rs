@@ -41,9 +41,10 @@ pub enum DbError {
     Pool(#[from] deadpool_postgres::BuildError),
     #[error("cannot get a PostgreSQL connection: {0}")]
     Connection(#[from] deadpool_postgres::PoolError),
-    #[error("PostgreSQL query {query} failed: {source}")]
+    #[error("PostgreSQL query {query} failed: {detail}")]
     Query {
         query: &'static str,
+        detail: String,
         source: tokio_postgres::Error,
     },
     #[error(
@@ -63,7 +64,23 @@ pub enum DbError {
 }
 
 fn query_error(query: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DbError {
-    move |source| DbError::Query { query, source }
+    move |source| DbError::Query {
+        query,
+        detail: pg_detail(&source),
+        source,
+    }
+}
+
+/// tokio-postgres displays a server error as just "db error"; the server's own message is
+/// what an operator needs.
+fn pg_detail(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
+            None => format!("{}: {}", db.severity(), db.message()),
+        },
+        None => error.to_string(),
+    }
 }
 
 /// Parses the URL once; the pool and the LISTEN connection share the result.
@@ -124,6 +141,7 @@ pub async fn check_schema(pool: &Pool) -> Result<(), DbError> {
             } else {
                 DbError::Query {
                     query: "schema_version",
+                    detail: pg_detail(&e),
                     source: e,
                 }
             }
@@ -455,7 +473,12 @@ pub async fn cancel_pending(
     let rows = client
         .query(
             sql::CANCEL_PENDING,
-            &[&selection.ids, &selection.triggers, &selection.users, &dry_run],
+            &[
+                &selection.ids,
+                &selection.triggers,
+                &selection.users,
+                &dry_run,
+            ],
         )
         .await
         .map_err(query_error("cancel_pending"))?;

@@ -66,11 +66,10 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(String, WorkflowHistory)>, HistoryErr
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-            let history =
-                WorkflowHistory::from_json(&bytes).map_err(|e| HistoryError::Read {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
+            let history = WorkflowHistory::from_json(&bytes).map_err(|e| HistoryError::Read {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
             Ok((path.display().to_string(), history))
         })
         .collect()

@@ -6,11 +6,11 @@
 pub mod backoff;
 pub mod cancel;
 pub mod cli_output;
-pub mod histories;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod histories;
 pub mod http;
 pub mod metrics;
 pub mod outbox;

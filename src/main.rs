@@ -1,6 +1,5 @@
 //! The trigger-relay command line.
 
-
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,6 +12,7 @@ use trigger_relay::{cancel, cli_output, histories, run};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
+    let is_daemon = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
         Command::Run(config) => run::run(*config).await,
         Command::Status(config) => cli_output::status(config).await,
@@ -23,7 +23,10 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %err, "trigger-relay failed");
+            // The daemon's logs are collected as structured lines; a CLI user reads stderr.
+            if is_daemon {
+                tracing::error!(error = %err, "trigger-relay failed");
+            }
             eprintln!("trigger-relay: {err}");
             ExitCode::FAILURE
         }

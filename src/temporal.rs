@@ -141,7 +141,10 @@ pub async fn start(
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
         .static_summary(summary)
         .build();
-    match client.start_workflow(TriggerWorkflow::run, input, options).await {
+    match client
+        .start_workflow(TriggerWorkflow::run, input, options)
+        .await
+    {
         Ok(handle) => StartOutcome::Started {
             run_id: handle.run_id().unwrap_or_default().to_owned(),
         },

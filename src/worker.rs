@@ -56,20 +56,22 @@ pub async fn run(
         // short so a restarted worker resumes promptly.
         .sticky_queue_schedule_to_start_timeout(config.sticky_timeout)
         .build();
-    let mut worker =
-        Worker::new(&runtime, client, options).map_err(|e| WorkerError::Create {
-            queue: task_queue.to_owned(),
-            message: e.to_string(),
-        })?;
+    let mut worker = Worker::new(&runtime, client, options).map_err(|e| WorkerError::Create {
+        queue: task_queue.to_owned(),
+        message: e.to_string(),
+    })?;
     let shutdown = worker.shutdown_handle();
     let stopper = tokio::spawn(async move {
         cancel.cancelled().await;
         shutdown();
     });
-    tracing::info!(task_queue, django_task_queue = config.django_task_queue, "worker started");
+    tracing::info!(
+        task_queue,
+        django_task_queue = config.django_task_queue,
+        "worker started"
+    );
     let result = worker.run().await;
     stopper.abort();
     tracing::info!("worker stopped");
     result.map_err(|e| WorkerError::Run(e.to_string()))
 }
-

@@ -74,7 +74,7 @@ pub struct DjangoActivities;
 impl DjangoActivities {
     /// Served by the Python worker (`manage.py trigger_relay_worker`).
     #[activity(name = "trigger_relay.perform_firing")]
-    fn perform_firing(_input: WorkflowInput) -> Result<FiringResult, ActivityError> {
+    pub fn perform_firing(_input: WorkflowInput) -> Result<FiringResult, ActivityError> {
         unimplemented!()
     }
 }
@@ -115,12 +115,12 @@ impl TriggerWorkflow {
         if let Some(wait) = wait
             && ctx.timer(wait).await == TimerResult::Cancelled
         {
-            let cancelled = outcome("cancelled", Some("cancelled".into()), None);
+            let cancelled = outcome("cancelled", None, None);
             record(ctx, &settings, cancelled.clone()).await?;
             return Ok(cancelled);
         }
         if ctx.cancellation_token().is_cancelled() {
-            let cancelled = outcome("cancelled", Some("cancelled".into()), None);
+            let cancelled = outcome("cancelled", None, None);
             record(ctx, &settings, cancelled.clone()).await?;
             return Ok(cancelled);
         }
@@ -155,7 +155,10 @@ impl TriggerWorkflow {
             Ok(firing) => outcome(
                 "failed",
                 None,
-                Some(format!("unknown outcome {:?} from the Python worker", firing.outcome)),
+                Some(format!(
+                    "unknown outcome {:?} from the Python worker",
+                    firing.outcome
+                )),
             ),
             Err(err) => outcome("failed", None, Some(failure_message(&err))),
         };

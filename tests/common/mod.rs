@@ -444,3 +444,13 @@ pub fn relay_cli(db_url: &str, args: &[&str]) -> std::process::Output {
         .output()
         .expect("run trigger-relay")
 }
+
+/// Runs a CLI subcommand that needs no database.
+pub fn relay_cli_env(args: &[&str]) -> std::process::Output {
+    Command::new(relay_bin())
+        .args(args)
+        .env("TRIGGER_RELAY_LOG_FORMAT", "text")
+        .env("TRIGGER_RELAY_LOG", "warn")
+        .output()
+        .expect("run trigger-relay")
+}

@@ -18,6 +18,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import close_old_connections
+from django.utils import timezone
 from temporalio import activity
 
 from trigger_relay.ledger import LedgerEntry
@@ -65,13 +66,44 @@ def actions_of(trigger: Any) -> list[Any]:
         return []
 
 
-def _conditions_hold(trigger: Any, user_pk: Any) -> tuple[Any, str | None]:
-    """Fresh checks of SPEC §3.2: (user, None) or (None, skip reason)."""
+def _cap_allows(condition: Any, activity: Any) -> bool | None:
+    """dj-triggers' cap conditions, judged on this trigger's own Activity row.
+
+    ``ActionCountCondition`` and ``ActionFrequencyCondition`` filter users with
+    ``exclude(trigger_activity__trigger=..., trigger_activity__action_count__gte=...)``; over a
+    multi-valued relation Django applies the two lookups to *different* Activity rows, so a
+    user with any Activity of this trigger and a busy Activity of another trigger is wrongly
+    excluded. Here the cap is read from the Activity of this (user, trigger) alone, which is
+    what the conditions mean. ``None``: not a cap condition.
+    """
+    from triggers import models as triggers_models
+
+    count_cls = getattr(triggers_models, "ActionCountCondition", None)
+    frequency_cls = getattr(triggers_models, "ActionFrequencyCondition", None)
+    if count_cls is not None and isinstance(condition, count_cls):
+        return activity is None or activity.action_count < condition.limit
+    if frequency_cls is not None and isinstance(condition, frequency_cls):
+        last = None if activity is None else activity.last_action_datetime
+        return last is None or last <= timezone.now() - condition.limit
+    return None
+
+
+def _conditions_hold(trigger: Any, user_pk: Any, activity: Any) -> tuple[Any, str | None]:
+    """Fresh checks of SPEC §3.2 against ``activity`` (this user's Activity of the trigger,
+    or None): (user, None) or (None, skip reason)."""
     user_model = get_user_model()
-    user = trigger.filter_user_queryset(user_model.objects.filter(pk=user_pk)).first()
+    users = user_model.objects.filter(pk=user_pk)
+    conditions = list(trigger.conditions.all())
+    for condition in conditions:
+        allowed = _cap_allows(condition, activity)
+        if allowed is False:
+            return None, "user_filtered_out"
+        if allowed is None:
+            users = condition.filter_user_queryset(users)
+    user = users.first()
     if user is None:
         return None, "user_filtered_out"
-    if not all(condition.is_satisfied(user) for condition in trigger.conditions.all()):
+    if not all(condition.is_satisfied(user) for condition in conditions):
         return None, "condition_false"
     return user, None
 
@@ -103,16 +135,17 @@ def perform(firing: dict[str, Any]) -> FiringResult:
     if not actions:
         return FiringResult.skipped("no_actions")
     user_pk = firing["user_pk"]
-    user, reason = _conditions_hold(trigger, user_pk)
+    current = Activity.objects.filter(trigger=trigger, user_id=user_pk).first()
+    user, reason = _conditions_hold(trigger, user_pk, current)
     if reason is not None:
         return FiringResult.skipped(reason)
 
     context = dict(firing.get("context") or {})
     result = FiringResult(outcome="done")
     try:
-        with Activity.lock(user, trigger):
+        with Activity.lock(user, trigger) as locked:
             # Under the lock, with data committed by whoever held it before (SPEC §3.3).
-            user, reason = _conditions_hold(trigger, user_pk)
+            user, reason = _conditions_hold(trigger, user_pk, locked)
             if reason is not None:
                 raise _SkipUnderLock(reason)
             user_context = event.get_user_context(user, context)

@@ -13,13 +13,11 @@ from django.utils.translation import gettext_lazy as _
 
 
 class LedgerEntry(models.Model):
-    # Django needs a single-column primary key; the table's key is (outbox_id, action_id).
-    # The ORM only inserts and filters here, never updates or deletes by pk.
+    pk = models.CompositePrimaryKey("outbox_id", "action_id")
     outbox = models.ForeignKey(
         "trigger_relay.OutboxRow",
         on_delete=models.DO_NOTHING,
         db_column="outbox_id",
-        primary_key=True,
         related_name="ledger_entries",
     )
     action_id = models.BigIntegerField(_("action id"))

@@ -29,13 +29,22 @@ class Migration(migrations.Migration):
                     name="LedgerEntry",
                     fields=[
                         (
+                            "pk",
+                            models.CompositePrimaryKey(
+                                "outbox_id",
+                                "action_id",
+                                blank=True,
+                                editable=False,
+                                primary_key=True,
+                                serialize=False,
+                            ),
+                        ),
+                        (
                             "outbox",
                             models.ForeignKey(
                                 db_column="outbox_id",
                                 on_delete=django.db.models.deletion.DO_NOTHING,
-                                primary_key=True,
                                 related_name="ledger_entries",
-                                serialize=False,
                                 to="trigger_relay.outboxrow",
                             ),
                         ),
