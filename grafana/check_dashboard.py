@@ -158,7 +158,7 @@ def _matching(s: str, start: int, open_c: str, close_c: str) -> int:
 def variable_query_expr(query: str) -> str | None:
     """PromQL inside a Prometheus variable query, or None when it names no metric."""
     query = query.strip()
-    m = re.fullmatch(r"label_values\s*\((.*)\)", query, re.S)
+    m = re.fullmatch(r"label_values\s*\((.*)\)", query, re.DOTALL)
     if m:
         args = m.group(1)
         depth, split = 0, None
@@ -170,10 +170,10 @@ def variable_query_expr(query: str) -> str | None:
             elif ch == "," and depth == 0:
                 split = idx
         return args[:split] if split is not None else None
-    m = re.fullmatch(r"query_result\s*\((.*)\)", query, re.S)
+    m = re.fullmatch(r"query_result\s*\((.*)\)", query, re.DOTALL)
     if m:
         return m.group(1)
-    if re.fullmatch(r"(label_names|metrics)\s*\(.*\)", query, re.S):
+    if re.fullmatch(r"(label_names|metrics)\s*\(.*\)", query, re.DOTALL):
         return None
     return query or None
 
@@ -210,7 +210,7 @@ def dashboard_exprs(dashboard: dict) -> list[tuple[str, str]]:
 def read_source(source: str) -> str:
     if re.match(r"https?://", source):
         request = urllib.request.Request(source, headers={"Accept": "text/plain"})
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.read().decode("utf-8", "replace")
     return Path(source).read_text(encoding="utf-8")
 
