@@ -38,15 +38,41 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 # PromQL words that look like identifiers but are not metric names.
 KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
-    "and", "or", "unless", "atan2", "inf", "nan", "start", "end",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "atan2",
+    "inf",
+    "nan",
+    "start",
+    "end",
 }
 # Keywords followed by a parenthesised label list.
 LABEL_LIST_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 # Aggregation operators may put their by/without clause first: `sum by (le) (...)`.
 AGGREGATIONS = {
-    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-    "bottomk", "topk", "quantile", "limitk", "limit_ratio",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
 }
 
 IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
@@ -56,6 +82,7 @@ NAME_MATCHER = re.compile(r"""__name__\s*=\s*(["'`])([A-Za-z_:][A-Za-z0-9_:]*)\1
 
 
 # --------------------------------------------------------------------------- PromQL side
+
 
 def strip_grafana_variables(expr: str) -> str:
     """Replace Grafana variables ($x, ${x}, ${x:fmt}, [[x]]) with a neutral token."""
@@ -113,11 +140,15 @@ def metric_names(expr: str) -> set[str]:
             while k < n and expr[k].isspace():
                 k += 1
             followed_by_paren = k < n and expr[k] == "("
-            if word.lower() in AGGREGATIONS and re.match(r"(?i)(by|without)\b", expr[k:]):
+            if word.lower() in AGGREGATIONS and re.match(
+                r"(?i)(by|without)\b", expr[k:]
+            ):
                 prev_ident = word.lower()
                 continue
             if word.lower() in LABEL_LIST_KEYWORDS and followed_by_paren:
-                i = _matching(expr, k, "(", ")")  # by (le, operation): labels, not metrics
+                i = _matching(
+                    expr, k, "(", ")"
+                )  # by (le, operation): labels, not metrics
                 prev_ident = ""
                 continue
             if followed_by_paren or word.lower() in KEYWORDS:
@@ -188,7 +219,9 @@ def dashboard_exprs(dashboard: dict) -> list[tuple[str, str]]:
             for target in panel.get("targets") or []:
                 expr = target.get("expr")
                 if expr:
-                    found.append((f"{prefix}{title} [{target.get('refId', '?')}]", expr))
+                    found.append(
+                        (f"{prefix}{title} [{target.get('refId', '?')}]", expr)
+                    )
             walk_panels(panel.get("panels"), f"{prefix}{title} / ")
 
     walk_panels(dashboard.get("panels"), "")
@@ -206,6 +239,7 @@ def dashboard_exprs(dashboard: dict) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------- exporter side
+
 
 def read_source(source: str) -> str:
     if re.match(r"https?://", source):
@@ -255,7 +289,9 @@ def exported_from_contract(text: str) -> tuple[set[str], set[str]]:
         families.add(cells[0])
         available.update(series_of_family(cells[0], cells[1].lower()))
     if not families:
-        raise ValueError("no metrics table found (a '## Metrics' section with | name | type |)")
+        raise ValueError(
+            "no metrics table found (a '## Metrics' section with | name | type |)"
+        )
     return available, families
 
 
@@ -278,6 +314,7 @@ def family_of(series: str, families: set[str]) -> str:
 
 # --------------------------------------------------------------------------- main
 
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[1] in ("-h", "--help"):
         print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
@@ -296,7 +333,9 @@ def main(argv: list[str]) -> int:
 
     exprs = dashboard_exprs(dashboard)
     if not exprs:
-        print(f"error: no PromQL expressions found in {dashboard_path}", file=sys.stderr)
+        print(
+            f"error: no PromQL expressions found in {dashboard_path}", file=sys.stderr
+        )
         return 2
 
     used: dict[str, list[str]] = {}
@@ -309,13 +348,17 @@ def main(argv: list[str]) -> int:
         hint = ""
         if name in families:
             hint = " (a histogram/summary family: query _bucket, _sum or _count)"
-        print(f"MISSING {name}{hint}: used by " + "; ".join(sorted(set(used[name]))),
-              file=sys.stderr)
+        print(
+            f"MISSING {name}{hint}: used by " + "; ".join(sorted(set(used[name]))),
+            file=sys.stderr,
+        )
 
     used_families = {family_of(name, families) for name in used}
     unused = sorted(f for f in families if f not in used_families)
-    print(f"{len(exprs)} expressions, {len(used)} metric names, "
-          f"{len(used) - len(missing)} found, {len(missing)} missing")
+    print(
+        f"{len(exprs)} expressions, {len(used)} metric names, "
+        f"{len(used) - len(missing)} found, {len(missing)} missing"
+    )
     if unused:
         print("exported but not on the dashboard: " + ", ".join(unused))
     return 1 if missing else 0
