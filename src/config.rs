@@ -256,6 +256,14 @@ pub struct RunConfig {
     #[arg(long, env = "TRIGGER_RELAY_SHUTDOWN_TIMEOUT", default_value = "10s",
           value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Delete done, skipped and cancelled rows this long after they finished (e.g. `30d`);
+    /// unset keeps them. Failed rows are never deleted.
+    #[arg(long, env = "TRIGGER_RELAY_RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
+    /// How often retention runs.
+    #[arg(long, env = "TRIGGER_RELAY_RETENTION_INTERVAL", default_value = "10m",
+          value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
     /// Name of this replica in `claimed_by` (default: hostname-pid).
     #[arg(long, env = "TRIGGER_RELAY_REPLICA")]
     pub replica: Option<String>,
@@ -274,6 +282,9 @@ impl RunConfig {
             return Err(
                 "TRIGGER_RELAY_BACKOFF_INITIAL must be > 0 and <= TRIGGER_RELAY_BACKOFF_MAX".into(),
             );
+        }
+        if self.retention_interval.is_zero() {
+            return Err("TRIGGER_RELAY_RETENTION_INTERVAL must be greater than zero".into());
         }
         if self.temporal.workflow_id_prefix.is_empty() {
             return Err("TRIGGER_RELAY_WORKFLOW_ID_PREFIX must not be empty".into());

@@ -28,6 +28,7 @@ mod sql {
     pub const REPLAY_ROW: &str = include_str!("../sql/queries/replay_row.sql");
     pub const CANCEL_PENDING: &str = include_str!("../sql/queries/cancel_pending.sql");
     pub const SELECT_FOR_CANCEL: &str = include_str!("../sql/queries/select_for_cancel.sql");
+    pub const DELETE_FINISHED: &str = include_str!("../sql/queries/delete_finished.sql");
     pub const RECORD_OUTCOME: &str = include_str!("../sql/queries/record_outcome.sql");
 }
 
@@ -483,4 +484,13 @@ pub async fn cancel_pending(
         .await
         .map_err(query_error("cancel_pending"))?;
     Ok(rows.iter().map(|r| r.get("id")).collect())
+}
+
+/// Deletes up to `batch` rows finished longer than `keep_for` ago; returns how many.
+pub async fn delete_finished(pool: &Pool, keep_for: Duration, batch: i64) -> Result<u64, DbError> {
+    let client = pool.get().await?;
+    client
+        .execute(sql::DELETE_FINISHED, &[&keep_for.as_secs_f64(), &batch])
+        .await
+        .map_err(query_error("delete_finished"))
 }

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub postgres_errors: IntCounterVec,
     pub replays: IntCounter,
     pub workflow_outcomes: IntCounterVec,
+    pub retention_deleted: IntCounter,
     pub ready: IntGauge,
     pub listener_connected: IntGauge,
 }
@@ -54,7 +55,8 @@ const FAIL_REASONS: [&str; 2] = ["bad_payload", "rejected"];
 const OUTCOME_STATES: [&str; 4] = ["done", "skipped", "failed", "cancelled"];
 const ROW_STATES: [&str; 3] = ["pending", "dispatched", "failed"];
 const TEMPORAL_OPERATIONS: [&str; 3] = ["connect", "start_workflow", "get_system_info"];
-const POSTGRES_QUERIES: [&str; 9] = [
+const POSTGRES_QUERIES: [&str; 10] = [
+    "delete_finished",
     "record_outcome",
     "connect",
     "claim",
@@ -168,6 +170,10 @@ impl Metrics {
                 ),
                 &["state"],
             )?,
+            retention_deleted: IntCounter::new(
+                "trigger_relay_retention_deleted_total",
+                "Finished rows deleted by retention.",
+            )?,
             ready: IntGauge::new(
                 "trigger_relay_ready",
                 "1 when PostgreSQL and Temporal are reachable, else 0.",
@@ -199,6 +205,7 @@ impl Metrics {
         r.register(Box::new(self.postgres_errors.clone()))?;
         r.register(Box::new(self.replays.clone()))?;
         r.register(Box::new(self.workflow_outcomes.clone()))?;
+        r.register(Box::new(self.retention_deleted.clone()))?;
         r.register(Box::new(self.ready.clone()))?;
         r.register(Box::new(self.listener_connected.clone()))?;
         Ok(())

@@ -63,6 +63,15 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         config.stats_interval,
         cancel.clone(),
     ));
+    if let (true, Some(keep_for)) = (config.mode.relay(), config.retention) {
+        tasks.spawn(relay::retention::run(
+            pool.clone(),
+            metrics.clone(),
+            keep_for,
+            config.retention_interval,
+            cancel.clone(),
+        ));
+    }
     let relay_task = config.mode.relay().then(|| {
         let (wake_tx, wake_rx) = mpsc::channel(1);
         if config.listen {

@@ -589,3 +589,54 @@ async fn sigterm_shuts_down_cleanly() {
     assert_eq!(claimed, 0, "a clean stop releases its claims");
     db.drop_db().await;
 }
+
+/// SPEC §4.7: finished rows older than the retention are deleted with their ledger rows;
+/// recent ones, failed ones and unfinished ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_finished_rows_only() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let pg = db.connect().await;
+    pg.batch_execute(
+        "SET trigger_relay.notify = off;
+         INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at, state, skip_reason, finished_at)
+         VALUES (1, 1, 'old-done', now(), 'done', NULL, now() - interval '2 hours'),
+                (1, 1, 'old-skipped', now(), 'skipped', 'condition_false', now() - interval '2 hours'),
+                (1, 1, 'old-cancelled', now(), 'cancelled', NULL, now() - interval '2 hours'),
+                (1, 1, 'old-failed', now(), 'failed', NULL, now() - interval '2 hours'),
+                (1, 1, 'new-done', now(), 'done', NULL, now() - interval '10 minutes'),
+                (1, 1, 'waiting', now(), 'dispatched', NULL, NULL);
+         INSERT INTO trigger_relay_action_ledger (outbox_id, action_id, generation, idempotency_key)
+         SELECT id, 7, 0, 'k' FROM trigger_relay_outbox WHERE user_pk = 'old-done';",
+    )
+    .await
+    .expect("insert finished rows");
+    let relay = RelayProcess::spawn(
+        &db.url,
+        &temporal.address(),
+        &[
+            ("TRIGGER_RELAY_RETENTION", "1h"),
+            ("TRIGGER_RELAY_RETENTION_INTERVAL", "1s"),
+        ],
+    );
+    relay.wait_ready().await;
+    wait_for("retention to run", Duration::from_secs(30), || async {
+        (relay.metric("trigger_relay_retention_deleted_total").await == 3.0).then_some(())
+    })
+    .await;
+    let left: Vec<String> = pg
+        .query("SELECT user_pk FROM trigger_relay_outbox ORDER BY id", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["old-failed", "new-done", "waiting"]);
+    let ledger: i64 = pg
+        .query_one("SELECT count(*) FROM trigger_relay_action_ledger", &[])
+        .await
+        .expect("ledger")
+        .get(0);
+    assert_eq!(ledger, 0, "ledger rows go with their outbox row");
+    db.drop_db().await;
+}

@@ -3,6 +3,7 @@
 //! (SPEC §4.1-4.5).
 
 pub mod listener;
+pub mod retention;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
