@@ -286,8 +286,11 @@ impl RunConfig {
         if self.retention_interval.is_zero() {
             return Err("TRIGGER_RELAY_RETENTION_INTERVAL must be greater than zero".into());
         }
-        if self.temporal.workflow_id_prefix.is_empty() {
-            return Err("TRIGGER_RELAY_WORKFLOW_ID_PREFIX must not be empty".into());
+        // Temporal refuses over-long ids with InvalidArgument, which the relay treats as a
+        // row that can never start: catch the misconfiguration before it fails every row.
+        let prefix = &self.temporal.workflow_id_prefix;
+        if prefix.is_empty() || prefix.len() > 200 {
+            return Err("TRIGGER_RELAY_WORKFLOW_ID_PREFIX must be 1 to 200 bytes long".into());
         }
         Ok(())
     }
