@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "triggers",
     "trigger_relay",
     "tasks",
+    # Test-only conditions and actions of the end-to-end workflow tests.
+    "relay_e2e",
 ]
 
 MIDDLEWARE = [

@@ -134,6 +134,13 @@ def perform(firing: dict[str, Any]) -> FiringResult:
     actions = actions_of(trigger)
     if not actions:
         return FiringResult.skipped("no_actions")
+    performed_before = set(
+        LedgerEntry.objects.filter(outbox_id=outbox_id).values_list("action_id", flat=True)
+    )
+    if performed_before and all(action.pk in performed_before for action in actions):
+        # A replay of a finished row (or a retry after a crash that came after the commit):
+        # everything is done already, whatever the conditions say now.
+        return FiringResult(outcome="done", already_performed=[action.pk for action in actions])
     user_pk = firing["user_pk"]
     current = Activity.objects.filter(trigger=trigger, user_id=user_pk).first()
     user, reason = _conditions_hold(trigger, user_pk, current)

@@ -1,0 +1,985 @@
+"""End to end, from a firing to its performed actions (SPEC §3, §4.6, §5.1).
+
+Real processes, no mocks: a Temporal dev server, the daemon ``trigger-relay run`` (relay +
+the Rust worker of ``trigger_workflow``) and the Python worker ``manage.py
+trigger_relay_worker``, all on the pytest-django test database (tests_support/harness.py).
+Crashes are real signals: SIGKILL through ``Popen.kill()``, SIGTERM to stop.
+
+The test-only app ``relay_e2e`` (tests/relay_e2e/) provides a condition driven by a flag, a
+condition that shows concurrency, and an action that writes a row, can sleep inside its
+transaction and can fail while a flag is on. They journal what they do to a file, so a test
+can see an action inside its still-open transaction and count attempts.
+
+Two harnesses, one per test class, never alive at the same time (two relays on one outbox
+would start each other's rows on the wrong server): ``TestFiring`` on an in-memory Temporal
+server, ``TestDurableTimer`` on a SQLite-file server that is restarted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db import transaction
+from django.test import override_settings
+from django.utils import timezone
+from relay_e2e.models import ActionWrite
+from relay_e2e.models import Flag
+from relay_e2e.models import FlagCondition
+from relay_e2e.models import ProbeCondition
+from relay_e2e.models import RecordAction
+from tasks.models import HasUncompletedTaskCondition
+from tasks.models import HourlyClockEvent
+from tasks.models import SendEmailAction
+from tasks.models import SentEmail
+from tasks.models import Task
+from tasks.models import TaskCompletedEvent
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus
+from tests_support.factories import several_actions_per_trigger
+from tests_support.harness import FINAL_STATES
+from tests_support.harness import Harness
+from tests_support.harness import describe_history
+from tests_support.harness import events_of
+from tests_support.harness import scheduled_activity_types
+from tests_support.harness import timer_durations
+from triggers.models import ActionCountCondition
+from triggers.models import ActionFrequencyCondition
+from triggers.models import Activity
+from triggers.models import Trigger
+
+from trigger_relay.activities import PERFORM_FIRING
+from trigger_relay.ledger import LedgerEntry
+from trigger_relay.models import OutboxRow
+
+# Transactional: the workers see what a test commits. reset_sequences: the flush after each
+# test then recreates the content types under the same ids (see ``Harness.ensure_worker_current``).
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, reset_sequences=True)]
+
+User = get_user_model()
+
+#: Daemon settings of the in-memory harness: an attempt of perform_firing lost with a killed
+#: worker times out (and is retried) after 8 s; a failing action fails the row after 2.
+PERFORM_TIMEOUT = "8s"
+PERFORM_MAX_ATTEMPTS = 2
+DAEMON_ENV = {
+    "TRIGGER_RELAY_PERFORM_TIMEOUT": PERFORM_TIMEOUT,
+    "TRIGGER_RELAY_PERFORM_MAX_ATTEMPTS": str(PERFORM_MAX_ATTEMPTS),
+    "TRIGGER_RELAY_STICKY_TIMEOUT": "2s",
+}
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _route_everything_to_temporal() -> Iterator[None]:
+    with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal", TRIGGER_RELAY_ROUTES={}):
+        yield
+
+
+#: Kept by ``empty_tables``: what migrations made.
+KEPT_TABLES = frozenset(
+    {"django_migrations", "django_content_type", "auth_permission", "trigger_relay_schema_version"}
+)
+
+
+def empty_tables() -> None:
+    """Empty every table the tests write to, outside a test (Django's ``flush`` would renumber
+    the content types, see ``Harness.ensure_worker_current``)."""
+    tables = [
+        table
+        for table in connection.introspection.django_table_names(only_existing=True)
+        if table not in KEPT_TABLES
+    ]
+    tables.append("trigger_relay_outbox")  # unmanaged, owned by sql/ (ledger: CASCADE)
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(map(connection.ops.quote_name, tables))} CASCADE")
+
+
+def _harness(
+    tmp_path_factory: pytest.TempPathFactory,
+    django_db_blocker: Any,
+    name: str,
+    *,
+    persistent: bool,
+) -> Iterator[Harness]:
+    workdir = tmp_path_factory.mktemp(name)
+    harness = Harness(
+        workdir, run_id=str(settings.RUN_ID), persistent=persistent, daemon_env=DAEMON_ENV
+    )
+    try:
+        with django_db_blocker.unblock():
+            harness.start()
+        yield harness
+    finally:
+        harness.stop()
+
+
+@pytest.fixture(scope="class")
+def memory_harness(
+    tmp_path_factory: pytest.TempPathFactory, django_db_setup: None, django_db_blocker: Any
+) -> Iterator[Harness]:
+    """Temporal dev server in memory + daemon + Python worker, for one test class."""
+    yield from _harness(tmp_path_factory, django_db_blocker, "e2e-memory", persistent=False)
+
+
+@pytest.fixture(scope="class")
+def restartable_harness(
+    tmp_path_factory: pytest.TempPathFactory, django_db_setup: None, django_db_blocker: Any
+) -> Iterator[Harness]:
+    """As ``memory_harness``, with the dev server on a SQLite file (WAL) that survives
+    restarts."""
+    yield from _harness(tmp_path_factory, django_db_blocker, "e2e-persistent", persistent=True)
+
+
+@pytest.fixture
+def harness(memory_harness: Harness, transactional_db: None) -> Harness:
+    memory_harness.begin_test()
+    return memory_harness
+
+
+@pytest.fixture
+def persistent_harness(restartable_harness: Harness, transactional_db: None) -> Harness:
+    restartable_harness.begin_test()
+    return restartable_harness
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def make_user(name: str) -> Any:
+    return User.objects.create(username=name, email=f"{name}@example.com")
+
+
+def make_trigger(name: str, *, enabled: bool = True) -> Trigger:
+    return Trigger.objects.create(name=name[:64], is_enabled=enabled)
+
+
+def task_event(trigger: Trigger, delay: dt.timedelta, **fields: Any) -> TaskCompletedEvent:
+    return TaskCompletedEvent.objects.create(trigger=trigger, delay=delay, **fields)
+
+
+def record_action(trigger: Trigger, label: str, **fields: Any) -> RecordAction:
+    return RecordAction.objects.create(trigger=trigger, label=label, **fields)
+
+
+def fire(event: Any, user: Any, **context: Any) -> list[OutboxRow]:
+    """``event.fire_single`` (dj-triggers' API: Event.fired → the add-on → the outbox) in a
+    transaction of its own; returns the rows it recorded."""
+    before = set(OutboxRow.objects.values_list("pk", flat=True))
+    with transaction.atomic():
+        event.fire_single(user.pk, **context)
+    return list(OutboxRow.objects.exclude(pk__in=before).order_by("pk"))
+
+
+def fire_task_completed(task: Task, event: TaskCompletedEvent) -> list[OutboxRow]:
+    """What ``Task.complete()`` does, for this one event: the task is saved and the event
+    fired in one transaction. (``Task.complete()`` fires every enabled TaskCompletedEvent of
+    the site; the scenarios below keep their triggers apart.)"""
+    before = set(OutboxRow.objects.values_list("pk", flat=True))
+    with transaction.atomic():
+        task.completed_at = timezone.now()
+        task.save(update_fields=["completed_at"])
+        event.fire_single(
+            task.user_id, task_id=task.pk, task_title=task.title, task_important=task.important
+        )
+    return list(OutboxRow.objects.exclude(pk__in=before).order_by("pk"))
+
+
+def db_now() -> dt.datetime:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        (now,) = cursor.fetchone()
+    return now  # type: ignore[no-any-return]
+
+
+def key_of(row: OutboxRow, action: Any) -> str:
+    return f"trigger-relay:{row.pk}:{action.pk}"
+
+
+def ledger_of(row: OutboxRow) -> list[tuple[int, int, str]]:
+    """(action id, generation, idempotency key) of the row's ledger entries, by action id."""
+    return list(
+        LedgerEntry.objects.filter(outbox_id=row.pk)
+        .order_by("action_id")
+        .values_list("action_id", "generation", "idempotency_key")
+    )
+
+
+def action_count(trigger: Trigger, user: Any) -> int:
+    """Activity.action_count of (user, trigger); 0 without an Activity."""
+    counts = Activity.objects.filter(trigger_id=trigger.pk, user_id=user.pk)
+    return sum(counts.values_list("action_count", flat=True))
+
+
+def writes_of(key: str) -> list[ActionWrite]:
+    return list(ActionWrite.objects.filter(idempotency_key=key))
+
+
+def wait_dispatched(harness: Harness, rows: Iterable[OutboxRow]) -> list[OutboxRow]:
+    ids = [row.pk for row in rows]
+
+    def probe() -> list[OutboxRow] | None:
+        found = list(OutboxRow.objects.filter(pk__in=ids, run_id__isnull=False).order_by("pk"))
+        return found if len(found) == len(ids) else None
+
+    return harness.wait(probe, what=f"outbox rows {ids} dispatched", timeout=30)
+
+
+def wait_final(
+    harness: Harness,
+    rows: Iterable[OutboxRow],
+    *,
+    timeout: float = 60,
+    generation: int = 0,
+    allow_dead: Iterable[Any] = (),
+) -> list[OutboxRow]:
+    """Wait until every row has its outcome recorded (for ``generation``); rows by id."""
+    ids = [row.pk for row in rows]
+
+    def probe() -> list[OutboxRow] | None:
+        found = list(
+            OutboxRow.objects.filter(
+                pk__in=ids, state__in=FINAL_STATES, generation=generation
+            ).order_by("pk")
+        )
+        return found if len(found) == len(ids) else None
+
+    def states() -> str:
+        return ", ".join(
+            f"{pk}={state}/g{generation}"
+            for pk, state, generation in OutboxRow.objects.filter(pk__in=ids).values_list(
+                "pk", "state", "generation"
+            )
+        )
+
+    try:
+        return harness.wait(
+            probe,
+            what=f"outcomes of outbox rows {ids}",
+            timeout=timeout,
+            interval=0.25,
+            allow_dead=allow_dead,
+        )
+    except AssertionError as error:
+        raise AssertionError(f"{error}\nrow states: {states()}") from None
+
+
+def perform_attempts(harness: Harness, row: OutboxRow) -> list[int]:
+    """Attempt numbers of perform_firing recorded in the row's workflow history."""
+    assert row.workflow_id
+    history = harness.history(row.workflow_id)
+    scheduled = {
+        event.event_id
+        for event in events_of(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+        if event.activity_task_scheduled_event_attributes.activity_type.name == PERFORM_FIRING
+    }
+    return [
+        event.activity_task_started_event_attributes.attempt
+        for event in events_of(history, EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
+        if event.activity_task_started_event_attributes.scheduled_event_id in scheduled
+    ]
+
+
+# -- dj-triggers' two example scenarios (SPEC §3.2) -----------------------------------------
+
+SCENARIO_DELAY = dt.timedelta(seconds=3)
+MIN_FREQUENCY = dt.timedelta(days=1)
+OPEN_TASKS = ("Water the plants", "Book the dentist")
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One cell of dj-triggers' test matrix, as it is at due time.
+
+    ``important``: the notification of a completed important task (TaskCompletedEvent
+    important_only + ActionCountCondition(limit=1)); ``condition`` = the task is important.
+    ``reminder``: the reminder of open tasks (HourlyClockEvent + HasUncompletedTaskCondition +
+    ActionFrequencyCondition(1 day)); ``condition`` = the user has an open task.
+    """
+
+    scenario: str
+    enabled: bool
+    notified: bool
+    condition: bool
+
+    @property
+    def id(self) -> str:
+        return "-".join(
+            [
+                self.scenario,
+                "enabled" if self.enabled else "disabled",
+                "notified" if self.notified else "not_notified",
+                "condition_true" if self.condition else "condition_false",
+            ]
+        )
+
+    def expected(self) -> tuple[str, str | None] | None:
+        """(state, skip reason) of the firing's row; None: no firing at all."""
+        if self.scenario == "important" and not self.condition:
+            return None  # TaskCompletedEvent.should_be_fired: important tasks only
+        if not self.enabled:
+            return ("skipped", "trigger_disabled")
+        if self.notified:
+            # ActionCountCondition / ActionFrequencyCondition filter the user out.
+            return ("skipped", "user_filtered_out")
+        if not self.condition:
+            # HasUncompletedTaskCondition filters the user out as well.
+            return ("skipped", "user_filtered_out")
+        return ("done", None)
+
+
+COMBINATIONS = [
+    Combination(scenario, enabled, notified, condition)
+    for scenario in ("important", "reminder")
+    for enabled in (True, False)
+    for notified in (True, False)
+    for condition in (True, False)
+]
+
+
+@dataclass
+class ScenarioOutcome:
+    """What the database holds for one combination once all firings have finished."""
+
+    rows: list[dict[str, Any]]
+    emails: list[dict[str, Any]]
+    ledger: list[tuple[int, int, str]]
+    action_count: int
+    action_id: int
+
+
+def _set_up_combination(combination: Combination) -> tuple[Any, Trigger, Any, Any]:
+    """The trigger as the admin would build it (enabled), its user, and a callable firing it
+    the way the site does."""
+    user = make_user(combination.id)
+    trigger = make_trigger(f"e2e {combination.id}")
+    if combination.scenario == "important":
+        event = task_event(trigger, SCENARIO_DELAY, important_only=True)
+        ActionCountCondition.objects.create(trigger=trigger, limit=1)
+        action = SendEmailAction.objects.create(
+            trigger=trigger,
+            subject="Well done, {{ user.username }}!",
+            body="You completed the important task “{{ task_title }}”.",
+        )
+        task = Task.objects.create(
+            user=user, title="Write the quarterly report", important=combination.condition
+        )
+        return user, trigger, action, lambda: fire_task_completed(task, event)
+    event = HourlyClockEvent.objects.create(trigger=trigger, delay=SCENARIO_DELAY)
+    HasUncompletedTaskCondition.objects.create(trigger=trigger)
+    ActionFrequencyCondition.objects.create(trigger=trigger, limit=MIN_FREQUENCY)
+    action = SendEmailAction.objects.create(
+        trigger=trigger,
+        subject="{{ user.username }}, you have open tasks",
+        body=(
+            "{% for task in user.tasks.all %}{% if not task.completed_at %}"
+            "- {{ task.title }}\n{% endif %}{% endfor %}(clock: {{ fired_at }})"
+        ),
+    )
+    Task.objects.create(user=user, title="Done long ago", completed_at=timezone.now())
+    for title in OPEN_TASKS:
+        Task.objects.create(user=user, title=title)
+    fired_at = timezone.now().isoformat(timespec="seconds")
+    return (
+        user,
+        trigger,
+        action,
+        lambda: fire(event, user, fired_at=fired_at),
+    )
+
+
+def _change_before_due_time(combination: Combination, user: Any, trigger: Trigger) -> None:
+    """Turn the state the firing was recorded in into the combination's, during the delay."""
+    now = timezone.now()
+    if not combination.enabled:
+        Trigger.objects.filter(pk=trigger.pk).update(is_enabled=False)
+    if combination.notified:
+        last = now - dt.timedelta(hours=1)
+        if combination.scenario == "reminder":
+            last = now - MIN_FREQUENCY + dt.timedelta(seconds=30)
+        Activity.objects.create(
+            trigger=trigger, user=user, action_count=1, last_action_datetime=last
+        )
+    if combination.scenario == "reminder" and not combination.condition:
+        Task.objects.filter(user=user, completed_at__isnull=True).update(completed_at=now)
+
+
+@pytest.fixture(scope="class")
+def scenario_outcomes(
+    memory_harness: Harness, django_db_blocker: Any
+) -> dict[str, ScenarioOutcome]:
+    """Fire all 16 combinations at once against the running harness, wait for every row's
+    outcome, and keep what the database then holds; the tables are emptied before the tests
+    read it.
+
+    dj-triggers' ``Event.fire()`` filters users by the trigger's state *at fire time* (a
+    disabled trigger, a capped user: no firing at all). What SPEC §3.2 is about is the state
+    *at due time*, so every firing is recorded in the favourable state (trigger enabled, no
+    notification sent, open tasks) and the combination's state is set during the delay.
+    """
+    harness = memory_harness
+    with django_db_blocker.unblock():
+        harness.begin_test()
+        try:
+            set_up = {c.id: _set_up_combination(c) for c in COMBINATIONS}
+            rows = {cid: fired() for cid, (_, _, _, fired) in set_up.items()}
+            for combination in COMBINATIONS:
+                user, trigger, _, _ = set_up[combination.id]
+                _change_before_due_time(combination, user, trigger)
+            all_rows = [row for fired in rows.values() for row in fired]
+            earliest_due = min(row.due_at for row in all_rows)
+            assert db_now() < earliest_due, "set-up took longer than the delay; raise it"
+            wait_final(harness, all_rows, timeout=90)
+            outcomes = {}
+            for combination in COMBINATIONS:
+                user, trigger, action, _ = set_up[combination.id]
+                ids = [row.pk for row in rows[combination.id]]
+                outcomes[combination.id] = ScenarioOutcome(
+                    rows=list(
+                        OutboxRow.objects.filter(pk__in=ids).values(
+                            "pk", "state", "skip_reason", "last_error", "generation", "due_at"
+                        )
+                    ),
+                    emails=list(
+                        SentEmail.objects.filter(user=user).values(
+                            "subject", "body", "context", "action_id", "sent_at"
+                        )
+                    ),
+                    ledger=[
+                        entry
+                        for pk in ids
+                        for entry in LedgerEntry.objects.filter(outbox_id=pk).values_list(
+                            "action_id", "generation", "idempotency_key"
+                        )
+                    ],
+                    action_count=action_count(trigger, user),
+                    action_id=action.pk,
+                )
+        finally:
+            empty_tables()
+    return outcomes
+
+
+# -- tests on the in-memory server ---------------------------------------------------------
+
+
+class TestFiring:
+    @pytest.mark.parametrize("combination", COMBINATIONS, ids=lambda c: c.id)
+    def test_dj_triggers_scenarios_at_due_time(
+        self, combination: Combination, scenario_outcomes: dict[str, ScenarioOutcome]
+    ) -> None:
+        """SPEC §3.2: with fresh data at due time, a disabled trigger → skipped
+        trigger_disabled; a user the conditions filter out (already notified: action count
+        or frequency cap; no open task) → skipped user_filtered_out; otherwise the action is
+        performed once and the Activity's count moves once. An unimportant task does not
+        fire the important-only event at all."""
+        outcome = scenario_outcomes[combination.id]
+        initial_count = 1 if combination.notified else 0
+        expected = combination.expected()
+
+        if expected is None:
+            assert outcome.rows == []
+            assert outcome.emails == []
+            assert outcome.action_count == initial_count
+            return
+        (row,) = outcome.rows
+        assert (row["state"], row["skip_reason"]) == expected, row
+        assert row["last_error"] is None
+        assert row["generation"] == 0
+        if expected[0] == "skipped":
+            assert outcome.emails == []
+            assert outcome.ledger == []
+            assert outcome.action_count == initial_count
+            return
+
+        key = f"trigger-relay:{row['pk']}:{outcome.action_id}"
+        assert outcome.ledger == [(outcome.action_id, 0, key)]
+        assert outcome.action_count == initial_count + 1
+        (email,) = outcome.emails
+        assert email["action_id"] == outcome.action_id
+        assert email["context"]["idempotency_key"] == key  # SPEC §3.4
+        assert email["sent_at"] >= row["due_at"]  # SPEC §3.1
+        if combination.scenario == "important":
+            assert email["subject"] == f"Well done, {combination.id}!"
+            assert "Write the quarterly report" in email["body"]
+        else:
+            assert email["subject"] == f"{combination.id}, you have open tasks"
+            assert all(title in email["body"] for title in OPEN_TASKS)
+            assert "Done long ago" not in email["body"]
+
+    def test_nothing_before_due_time_and_conditions_checked_fresh(self, harness: Harness) -> None:
+        """SPEC §3.1: nothing is performed before due time (the row waits `dispatched`);
+        after it, the action is performed once. SPEC §3.2: a condition that turned false
+        during the delay → skipped condition_false, nothing performed."""
+        delay = dt.timedelta(seconds=4)
+        user = make_user("delayed")
+        events, actions = {}, {}
+        for name in ("stays-true", "turns-false"):
+            Flag.set(f"delay-{name}", True)
+            trigger = make_trigger(f"e2e delay {name}")
+            FlagCondition.objects.create(trigger=trigger, flag=f"delay-{name}")
+            events[name] = task_event(trigger, delay)
+            actions[name] = SendEmailAction.objects.create(
+                trigger=trigger, subject=f"{name}: {{{{ task_title }}}}", body="later"
+            )
+        task = Task.objects.create(user=user, title="Delayed")
+        with transaction.atomic():  # one firing of each trigger, as Task.complete() does
+            rows = [fire_task_completed(task, events[name])[0] for name in events]
+        on_time, turns_false = wait_dispatched(harness, rows)
+        Flag.set("delay-turns-false", False)
+
+        due = min(on_time.due_at, turns_false.due_at)  # statement times of one transaction
+        assert db_now() < due - dt.timedelta(seconds=1), "dispatch took most of the delay"
+        while db_now() < due - dt.timedelta(milliseconds=300):
+            assert not SentEmail.objects.exists()
+            assert set(
+                OutboxRow.objects.filter(pk__in=[on_time.pk, turns_false.pk]).values_list(
+                    "state", flat=True
+                )
+            ) == {"dispatched"}
+            time.sleep(0.2)
+
+        on_time, turns_false = wait_final(harness, [on_time, turns_false])
+        assert (on_time.state, on_time.skip_reason) == ("done", None), on_time.last_error
+        (email,) = SentEmail.objects.all()
+        assert email.subject == "stays-true: Delayed"
+        assert email.sent_at >= on_time.due_at
+        assert on_time.finished_at >= on_time.due_at
+        assert ledger_of(on_time) == [
+            (actions["stays-true"].pk, 0, key_of(on_time, actions["stays-true"]))
+        ]
+        assert action_count(events["stays-true"].trigger, user) == 1
+
+        assert (turns_false.state, turns_false.skip_reason) == ("skipped", "condition_false")
+        assert ledger_of(turns_false) == []
+        assert action_count(events["turns-false"].trigger, user) == 0
+
+        (timer,) = timer_durations(harness.history(on_time.workflow_id))
+        assert dt.timedelta(seconds=2) < timer <= delay
+
+    def test_python_worker_killed_inside_the_action_transaction(self, harness: Harness) -> None:
+        """SPEC §3.4: the Python worker is SIGKILLed while the action has written its row
+        but not committed: the write rolls back with the connection; once the worker is back
+        the lost attempt is retried (start-to-close timeout), and the write is there exactly
+        once, the row `done`."""
+        user = make_user("worker-crash")
+        trigger = make_trigger("e2e worker crash")
+        event = task_event(trigger, dt.timedelta())
+        action = record_action(trigger, "slow", sleep_seconds=3)
+        (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
+        key = key_of(row, action)
+
+        (first,) = harness.wait(
+            lambda: harness.journal_entries("action_wrote", key=key),
+            what="the action inside its transaction",
+            timeout=30,
+        )
+        assert writes_of(key) == []  # written, not committed: invisible to others
+        killed = harness.worker.pid
+        assert first["pid"] == killed
+        harness.worker.kill()
+        harness.start_worker()
+
+        (row,) = wait_final(harness, [row], timeout=60)
+        assert (row.state, row.skip_reason, row.last_error) == ("done", None, None)
+        (write,) = writes_of(key)
+        assert write.action_id == action.pk
+        assert ledger_of(row) == [(action.pk, 0, key)]
+        assert action_count(trigger, user) == 1
+        wrote = harness.journal_entries("action_wrote", key=key)
+        assert [entry["pid"] for entry in wrote] == [killed, harness.worker.pid]
+        assert [e["pid"] for e in harness.journal_entries("action_returned", key=key)] == [
+            harness.worker.pid
+        ]
+        assert perform_attempts(harness, row) == [2]
+
+    def test_python_worker_sigterm_lets_the_running_action_finish(self, harness: Harness) -> None:
+        """SPEC §5.4, §3.4: SIGTERM stops the Python worker gracefully: the action in flight
+        commits and its result is reported (one attempt, no retry), and the worker exits 0
+        within its shutdown bound (TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS=5)."""
+        user = make_user("worker-sigterm")
+        trigger = make_trigger("e2e worker sigterm")
+        event = task_event(trigger, dt.timedelta())
+        action = record_action(trigger, "slow", sleep_seconds=2)
+        (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
+        key = key_of(row, action)
+        harness.wait(
+            lambda: harness.journal_entries("action_wrote", key=key),
+            what="the action inside its transaction",
+            timeout=30,
+        )
+        assert writes_of(key) == []
+
+        started = time.monotonic()
+        harness.worker.terminate(timeout=30)
+        stopped_after = time.monotonic() - started
+        assert harness.worker.process is not None
+        assert harness.worker.process.returncode == 0, harness.worker.tail()
+        assert stopped_after < 5 + 3
+        assert len(writes_of(key)) == 1  # committed before the worker exited
+
+        (row,) = wait_final(harness, [row], allow_dead=[harness.worker])
+        assert (row.state, row.skip_reason, row.last_error) == ("done", None, None)
+        assert ledger_of(row) == [(action.pk, 0, key)]
+        assert action_count(trigger, user) == 1
+        assert perform_attempts(harness, row) == [1]
+        harness.start_worker()
+
+    @pytest.mark.parametrize("moment", ["while_performing", "after_commit"])
+    def test_daemon_killed_around_the_perform(self, harness: Harness, moment: str) -> None:
+        """SPEC §3.4, §5.1: the daemon (relay + workflow worker) is SIGKILLed while the
+        Python activity runs, or right after its transaction committed; restarted, it
+        resumes the workflow: the action is performed exactly once and the row ends done."""
+        user = make_user(f"daemon-crash-{moment}")
+        trigger = make_trigger(f"e2e daemon crash {moment}")
+        event = task_event(trigger, dt.timedelta())
+        action = record_action(trigger, "slow", sleep_seconds=2)
+        (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
+        key = key_of(row, action)
+
+        harness.wait(
+            lambda: harness.journal_entries("action_wrote", key=key),
+            what="the action inside its transaction",
+            timeout=30,
+        )
+        if moment == "after_commit":
+            harness.wait(lambda: writes_of(key), what="the action's commit", interval=0.02)
+        harness.daemon.kill()
+        if moment == "while_performing":
+            # The Python worker finishes the activity without the daemon...
+            harness.wait(
+                lambda: writes_of(key),
+                what="the action's commit",
+                allow_dead=[harness.daemon],
+            )
+            time.sleep(1)
+            # ...but nobody records the outcome until the daemon is back.
+            assert OutboxRow.objects.get(pk=row.pk).state == "dispatched"
+        harness.start_daemon()
+
+        (row,) = wait_final(harness, [row], timeout=60)
+        assert (row.state, row.skip_reason, row.last_error) == ("done", None, None)
+        assert len(writes_of(key)) == 1
+        assert ledger_of(row) == [(action.pk, 0, key)]
+        assert action_count(trigger, user) == 1
+        assert len(harness.journal_entries("action_wrote", key=key)) == 1
+        assert perform_attempts(harness, row) == [1]
+
+    def test_concurrent_firings_respect_the_action_count_cap(self, harness: Harness) -> None:
+        """SPEC §3.3: 20 firings for one user of a trigger with ActionCountCondition(limit=1),
+        due at the same moment and checked by the worker's threads at the same time: the
+        action is performed once (dj-triggers on Celery: 19-20)."""
+        firings = 20
+        user = make_user("concurrent")
+        trigger = make_trigger("e2e concurrent cap")
+        event = task_event(trigger, dt.timedelta(seconds=2))
+        ActionCountCondition.objects.create(trigger=trigger, limit=1)
+        probe = ProbeCondition.objects.create(trigger=trigger, sleep_seconds=0.3)
+        action = record_action(trigger, "capped")
+        rows = [
+            row
+            for number in range(firings)
+            for row in fire(event, user, task_id=number, task_title="t", task_important=False)
+        ]
+        assert len(rows) == firings
+
+        rows = wait_final(harness, rows, timeout=90)
+        states = sorted((row.state, row.skip_reason or "") for row in rows)
+        assert states == [("done", "")] + [("skipped", "user_filtered_out")] * (firings - 1)
+        (done,) = (row for row in rows if row.state == "done")
+        (write,) = ActionWrite.objects.filter(action=action)
+        assert write.idempotency_key == key_of(done, action)
+        assert len(harness.journal_entries("action_wrote", action=action.pk)) == 1
+        assert list(
+            LedgerEntry.objects.filter(outbox_id__in=[r.pk for r in rows]).values_list(
+                "outbox_id", "action_id"
+            )
+        ) == [(done.pk, action.pk)]
+        assert action_count(trigger, user) == 1
+        # The firings really were checked concurrently (TRIGGER_RELAY_WORKER_CONCURRENCY,
+        # default 8), so the cap was tested under contention.
+        overlap = max_overlap(harness.journal_entries(condition=probe.pk))
+        assert overlap >= 3, f"at most {overlap} firing(s) checked at once"
+
+    def test_replay_of_a_done_row_performs_nothing_again(self, harness: Harness) -> None:
+        """SPEC §4.6, §3.4: `trigger-relay replay --id N` of a done row runs a new workflow
+        (generation 1) that finds the action in the ledger: the row ends done, no second
+        mail, the ledger and the Activity's count unchanged."""
+        user = make_user("replay-done")
+        trigger = make_trigger("e2e replay done")
+        event = task_event(trigger, dt.timedelta())
+        action = SendEmailAction.objects.create(
+            trigger=trigger, subject="Once: {{ task_title }}", body="once"
+        )
+        (row,) = fire(event, user, task_id=1, task_title="replayed", task_important=False)
+        (row,) = wait_final(harness, [row])
+        assert row.state == "done", row.last_error
+        first_workflow = row.workflow_id
+        emails = list(SentEmail.objects.values_list("pk", "subject"))
+        assert [subject for _, subject in emails] == ["Once: replayed"]
+        ledger = list(LedgerEntry.objects.filter(outbox_id=row.pk).values())
+        assert [(e["action_id"], e["generation"]) for e in ledger] == [(action.pk, 0)]
+
+        replayed = replay(harness, row)
+        assert replayed == {"id": row.pk, "state": "done", "generation": 0, "new_generation": 1}
+
+        (row,) = wait_final(harness, [row], generation=1)
+        assert (row.state, row.skip_reason, row.last_error) == ("done", None, None)
+        assert row.workflow_id == f"{harness.workflow_id_prefix}-{row.pk}-g1"
+        assert row.workflow_id != first_workflow
+        assert list(SentEmail.objects.values_list("pk", "subject")) == emails
+        assert list(LedgerEntry.objects.filter(outbox_id=row.pk).values()) == ledger
+        assert action_count(trigger, user) == 1
+        result = harness.result(row.workflow_id)
+        assert (result["state"], result["generation"], result["performed"]) == ("done", 1, [])
+
+    def test_replay_of_a_failed_row_performs_it_once(self, harness: Harness) -> None:
+        """SPEC §3.4, §4.6: an action failing on every attempt (PERFORM_MAX_ATTEMPTS=2)
+        leaves the row failed with the error and its writes rolled back; once the cause is
+        fixed, a replay by hand performs it exactly once."""
+        user = make_user("replay-failed")
+        trigger = make_trigger("e2e replay failed")
+        event = task_event(trigger, dt.timedelta())
+        Flag.set("mail-server-down", True)
+        action = record_action(trigger, "flaky", fail_while="mail-server-down")
+        (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
+        key = key_of(row, action)
+
+        (row,) = wait_final(harness, [row], timeout=60)
+        assert row.state == "failed"
+        assert row.skip_reason is None
+        assert "flag 'mail-server-down' is on" in (row.last_error or "")
+        failed = harness.journal_entries("action_failed", key=key)
+        assert len(failed) == PERFORM_MAX_ATTEMPTS
+        assert writes_of(key) == []  # each attempt's write rolled back
+        assert ledger_of(row) == []
+        assert action_count(trigger, user) == 0
+
+        Flag.set("mail-server-down", False)
+        assert replay(harness, row)["new_generation"] == 1
+        (row,) = wait_final(harness, [row], generation=1, timeout=60)
+        assert (row.state, row.skip_reason, row.last_error) == ("done", None, None)
+        (write,) = writes_of(key)  # same idempotency key as generation 0's attempts
+        assert write.action_id == action.pk
+        assert ledger_of(row) == [(action.pk, 1, key)]
+        assert action_count(trigger, user) == 1
+        assert len(harness.journal_entries("action_returned", key=key)) == 1
+
+    def test_replay_of_a_waiting_row_performs_it_once(self, harness: Harness) -> None:
+        """SPEC §4.6, §3.4: `replay --include-dispatched` of a row whose workflow still waits
+        on its timer starts generation 1 beside it; at due time the old workflow finds itself
+        superseded and only the new one performs the action, once."""
+        user = make_user("replay-waiting")
+        trigger = make_trigger("e2e replay waiting")
+        event = task_event(trigger, dt.timedelta(seconds=3))
+        action = record_action(trigger, "once")
+        (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
+        (row,) = wait_dispatched(harness, [row])
+        first_workflow = row.workflow_id
+        key = key_of(row, action)
+
+        result = harness.cli("replay", "--id", str(row.pk))
+        assert result.returncode == 0, result.stderr
+        assert "replayed 0 row(s)" in result.stdout  # dispatched rows only on request
+        replayed = replay(harness, row, "--include-dispatched")
+        assert replayed == {
+            "id": row.pk,
+            "state": "dispatched",
+            "generation": 0,
+            "new_generation": 1,
+        }
+
+        (row,) = wait_final(harness, [row], generation=1)
+        assert (row.state, row.skip_reason, row.last_error) == ("done", None, None)
+        old = harness.result(first_workflow)
+        assert (old["state"], old["reason"], old["generation"]) == ("skipped", "superseded", 0)
+        assert len(writes_of(key)) == 1
+        assert len(harness.journal_entries("action_wrote", key=key)) == 1
+        assert ledger_of(row) == [(action.pk, 1, key)]
+        assert action_count(trigger, user) == 1
+
+    def test_several_actions_performed_in_id_order_once_each(self, harness: Harness) -> None:
+        """SPEC §2.1, §3.2, §3.4 on dj-triggers main: a trigger with several actions performs
+        all of them, in id order (not creation order), each once, and counts one action."""
+        if not several_actions_per_trigger():
+            pytest.skip("dj-triggers 1.0.1 has one action per trigger (DJT_SCHEMA=main only)")
+        user = make_user("several")
+        trigger = make_trigger("e2e several actions")
+        event = task_event(trigger, dt.timedelta())
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence('triggers_action', 'id')) "
+                "FROM generate_series(1, 3)"
+            )
+            low, middle, high = sorted(pk for (pk,) in cursor.fetchall())
+        # Created in another order than their ids.
+        third = record_action(trigger, "third", pk=high)
+        first = record_action(trigger, "first", pk=low)
+        second = SendEmailAction.objects.create(
+            pk=middle, trigger=trigger, subject="second: {{ task_title }}", body="b"
+        )
+        (row,) = fire(event, user, task_id=1, task_title="many", task_important=False)
+        (row,) = wait_final(harness, [row])
+
+        assert (row.state, row.skip_reason) == ("done", None), row.last_error
+        actions = [first, second, third]
+        assert ledger_of(row) == [(a.pk, 0, key_of(row, a)) for a in actions]
+        writes = list(ActionWrite.objects.values_list("label", "idempotency_key"))
+        assert writes == [("first", key_of(row, first)), ("third", key_of(row, third))]
+        (email,) = SentEmail.objects.all()
+        assert email.context["idempotency_key"] == key_of(row, second)
+        # Order across the two kinds of action: the record actions journal when they write,
+        # the mail keeps its time of writing (one clock, the worker's).
+        (wrote_first,) = harness.journal_entries("action_wrote", action=first.pk)
+        (wrote_third,) = harness.journal_entries("action_wrote", action=third.pk)
+        assert wrote_first["t"] < email.sent_at.timestamp() < wrote_third["t"]
+        assert action_count(trigger, user) == 1
+        result = harness.result(row.workflow_id)
+        assert result["performed"] == [first.pk, second.pk, third.pk]
+
+
+# -- tests on the persistent server, restarted ----------------------------------------------
+
+
+class TestDurableTimer:
+    def test_week_long_timer_survives_restarts_then_cancel(
+        self, persistent_harness: Harness
+    ) -> None:
+        """SPEC §5.1: a 7-day delay is a durable timer in Temporal's history; the daemon
+        (SIGKILL) and the dev server (SIGKILL, SQLite file) restart and the workflow still
+        waits on it; `trigger-relay cancel` then stops it: row cancelled, nothing performed."""
+        harness = persistent_harness
+        delay = dt.timedelta(days=7)
+        user = make_user("week")
+        trigger = make_trigger("e2e week-long delay")
+        event = task_event(trigger, delay)
+        action = record_action(trigger, "a week later")
+        (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
+        (row,) = wait_dispatched(harness, [row])
+        key = key_of(row, action)
+
+        history = harness.wait(
+            lambda: timer_durations(h := harness.history(row.workflow_id)) and h,
+            what="the workflow's timer",
+            timeout=30,
+        )
+        (timer,) = timer_durations(history)
+        assert delay - dt.timedelta(minutes=1) < timer <= delay
+
+        harness.daemon.kill()
+        harness.temporal.kill()
+        harness.start_temporal()
+        harness.start_daemon()
+
+        description = harness.describe(row.workflow_id)
+        assert description.status == WorkflowExecutionStatus.RUNNING
+        assert description.run_id == row.run_id
+        history = harness.history(row.workflow_id)
+        assert timer_durations(history) == [timer]
+        for ended in (EventType.EVENT_TYPE_TIMER_FIRED, EventType.EVENT_TYPE_TIMER_CANCELED):
+            assert events_of(history, ended) == [], describe_history(history)
+        assert OutboxRow.objects.get(pk=row.pk).state == "dispatched"
+
+        result = harness.cli(
+            "cancel",
+            "--id",
+            str(row.pk),
+            "--temporal-address",
+            f"http://{harness.temporal.address}",
+            "--json",
+        )
+        assert result.returncode == 0, result.stderr
+        (cancelled,) = json.loads(result.stdout)["rows"]
+        assert cancelled["previous_state"] == "dispatched"
+        assert cancelled["action"] == "workflow cancellation requested"
+
+        (row,) = wait_final(harness, [row], timeout=30)
+        assert row.state == "cancelled"
+        assert row.finished_at is not None
+        history = harness.history(row.workflow_id)
+        assert events_of(history, EventType.EVENT_TYPE_TIMER_CANCELED), describe_history(history)
+        assert PERFORM_FIRING not in scheduled_activity_types(history)
+        assert harness.describe(row.workflow_id).status in (
+            WorkflowExecutionStatus.COMPLETED,
+            WorkflowExecutionStatus.CANCELED,
+        )
+        assert writes_of(key) == []
+        assert harness.journal_entries(key=key) == []
+        assert ledger_of(row) == []
+        assert action_count(trigger, user) == 0
+
+    def test_timer_due_while_everything_is_down_performs_once(
+        self, persistent_harness: Harness
+    ) -> None:
+        """SPEC §5.1, §3.4: the daemon is SIGKILLed and the dev server stopped during a 5 s
+        delay, which ends while both are down; restarted, the timer fires and the action is
+        performed exactly once."""
+        harness = persistent_harness
+        delay = dt.timedelta(seconds=5)
+        user = make_user("restart")
+        trigger = make_trigger("e2e restart during delay")
+        event = task_event(trigger, delay)
+        action = record_action(trigger, "after restart")
+        (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
+        (row,) = wait_dispatched(harness, [row])
+        key = key_of(row, action)
+        harness.wait(
+            lambda: timer_durations(harness.history(row.workflow_id)),
+            what="the workflow's timer",
+            timeout=30,
+        )
+
+        harness.daemon.kill()
+        harness.temporal.terminate()
+        while db_now() < row.due_at + dt.timedelta(seconds=1):
+            time.sleep(0.2)
+        assert writes_of(key) == []
+        assert harness.journal_entries(key=key) == []
+        harness.start_temporal()
+        harness.start_daemon()
+
+        (row,) = wait_final(harness, [row], timeout=60)
+        assert (row.state, row.skip_reason, row.last_error) == ("done", None, None)
+        assert len(writes_of(key)) == 1
+        assert len(harness.journal_entries("action_wrote", key=key)) == 1
+        assert ledger_of(row) == [(action.pk, 0, key)]
+        assert action_count(trigger, user) == 1
+        history = harness.history(row.workflow_id)
+        assert len(events_of(history, EventType.EVENT_TYPE_TIMER_FIRED)) == 1
+        assert scheduled_activity_types(history).count(PERFORM_FIRING) == 1
+
+
+# -- more helpers --------------------------------------------------------------------------
+
+
+def replay(harness: Harness, row: OutboxRow, *options: str) -> dict[str, Any]:
+    """`trigger-relay replay --id N --json`; returns the replayed row's summary."""
+    result = harness.cli("replay", "--id", str(row.pk), "--json", *options)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["dry_run"] is False
+    (replayed,) = document["rows"]
+    return {key: replayed[key] for key in ("id", "state", "generation", "new_generation")}
+
+
+def max_overlap(entries: list[dict[str, Any]]) -> int:
+    """Most ``condition_enter``…``condition_exit`` intervals open at one time."""
+    steps = sorted(
+        (entry["t"], 1 if entry["what"] == "condition_enter" else -1) for entry in entries
+    )
+    running = best = 0
+    for _, step in steps:
+        running += step
+        best = max(best, running)
+    return best
