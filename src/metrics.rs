@@ -54,7 +54,7 @@ const START_RESULTS: [&str; 2] = ["started", "already_started"];
 const FAIL_REASONS: [&str; 2] = ["bad_payload", "rejected"];
 const OUTCOME_STATES: [&str; 4] = ["done", "skipped", "failed", "cancelled"];
 const ROW_STATES: [&str; 3] = ["pending", "dispatched", "failed"];
-const TEMPORAL_OPERATIONS: [&str; 3] = ["connect", "start_workflow", "get_system_info"];
+const TEMPORAL_OPERATIONS: [&str; 3] = ["connect", "start_workflow", "describe_namespace"];
 const POSTGRES_QUERIES: [&str; 10] = [
     "delete_finished",
     "record_outcome",

@@ -98,18 +98,19 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
     // The SDK's worker future is not Send: it runs on this task rather than a spawned one.
     let mut outcome = Ok(());
     if config.mode.worker() {
-        let result = worker::run(
-            &config.worker,
-            &config.temporal.temporal_task_queue,
-            client.clone(),
-            pool.clone(),
-            metrics.clone(),
-            cancel.clone(),
-        )
-        .await;
+        let hosted = worker::HostedWorker {
+            config: config.worker.clone(),
+            temporal: config.temporal.clone(),
+            identity: format!("trigger-relay-worker@{replica}"),
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        };
+        let backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+        let result = hosted.run(backoff, cancel.clone()).await;
         if let Err(err) = result {
-            // A sidecar that silently stopped executing workflows would look healthy while
-            // firings pile up: a worker that cannot run takes the process down.
+            // A worker that can never run (bad registration) takes the process down: a
+            // sidecar that silently stopped executing workflows would look healthy.
             outcome = Err(err.into());
             cancel.cancel();
         }

@@ -7,10 +7,11 @@ use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::grpc::WorkflowService;
 use temporalio_client::tonic::{self, Code};
 use temporalio_client::{
-    Client, ClientOptions, ClientTlsOptions, Connection, ConnectionOptions, RetryOptions,
-    TlsOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
+    Client, ClientOptions, ClientTlsOptions, Connection, ConnectionOptions, NamespacedClient,
+    RetryOptions, TlsOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    WorkflowStartOptions,
 };
-use temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest;
+use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
 
 use crate::config::TemporalConfig;
 use crate::outbox::WorkflowInput;
@@ -115,10 +116,15 @@ pub async fn connect(config: &TemporalConfig, identity: &str) -> Result<Client, 
     .map_err(|e| TemporalError::Client(e.to_string()))
 }
 
-/// A cheap call that proves the frontend answers; used for readiness while idle.
+/// A cheap call that proves the frontend answers and the namespace exists; used for
+/// readiness while idle.
 pub async fn probe(client: &Client) -> Result<(), tonic::Status> {
     let mut client = client.clone();
-    WorkflowService::get_system_info(&mut client, tonic::Request::new(GetSystemInfoRequest {}))
+    let request = DescribeNamespaceRequest {
+        namespace: client.namespace(),
+        ..Default::default()
+    };
+    WorkflowService::describe_namespace(&mut client, tonic::Request::new(request))
         .await
         .map(|_| ())
 }

@@ -1,17 +1,23 @@
 //! The Temporal worker hosted by the daemon: `trigger_workflow` and the outbox activities on
 //! the daemon's task queue (SPEC §0.3).
 
+use std::sync::Arc;
+
 use deadpool_postgres::Pool;
-use temporalio_client::Client;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WorkerConfig;
+use crate::backoff::Backoff;
+use crate::config::{TemporalConfig, WorkerConfig};
+use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::temporal;
 use crate::workflow::{OutboxActivities, TriggerWorkflow, WorkflowSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    #[error("cannot connect the worker to Temporal: {0}")]
+    Connect(String),
     #[error("cannot start the Temporal worker runtime: {0}")]
     Runtime(String),
     #[error("cannot register trigger_workflow: {0}")]
@@ -33,45 +39,95 @@ impl WorkerConfig {
     }
 }
 
-/// Runs the worker until `cancel`; in-flight tasks get the graceful shutdown period.
-pub async fn run(
-    config: &WorkerConfig,
-    task_queue: &str,
-    client: Client,
-    pool: Pool,
-    metrics: Metrics,
-    cancel: CancellationToken,
-) -> Result<(), WorkerError> {
-    let runtime = Runtime::from_current_tokio(Default::default())
-        .map_err(|e| WorkerError::Runtime(e.to_string()))?;
-    let settings = config.workflow_settings();
-    let options = WorkerOptions::new(task_queue.to_owned())
-        .register_workflow_with_factory::<TriggerWorkflow, _>(move || {
-            TriggerWorkflow::new(settings.clone())
-        })
-        .map_err(|e| WorkerError::Register(e.to_string()))?
-        .register_activities(OutboxActivities { pool, metrics })
-        .graceful_shutdown_period(config.worker_shutdown_timeout)
-        // After a worker dies its sticky queue holds the next task until this expires; keep it
-        // short so a restarted worker resumes promptly.
-        .sticky_queue_schedule_to_start_timeout(config.sticky_timeout)
-        .build();
-    let mut worker = Worker::new(&runtime, client, options).map_err(|e| WorkerError::Create {
-        queue: task_queue.to_owned(),
-        message: e.to_string(),
-    })?;
-    let shutdown = worker.shutdown_handle();
-    let stopper = tokio::spawn(async move {
-        cancel.cancelled().await;
-        shutdown();
-    });
-    tracing::info!(
-        task_queue,
-        django_task_queue = config.django_task_queue,
-        "worker started"
-    );
-    let result = worker.run().await;
-    stopper.abort();
-    tracing::info!("worker stopped");
-    result.map_err(|e| WorkerError::Run(e.to_string()))
+/// The worker of `trigger_workflow` as the daemon hosts it.
+pub struct HostedWorker {
+    pub config: WorkerConfig,
+    pub temporal: TemporalConfig,
+    pub identity: String,
+    pub pool: Pool,
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
+}
+
+impl HostedWorker {
+    /// Runs the worker until `cancel`; in-flight tasks get the graceful shutdown period.
+    ///
+    /// A worker that stops with an error (Temporal unreachable while it validates its
+    /// namespace or polls) is created again after a backoff, as the relay retries its calls:
+    /// an outage makes the daemon not ready, never makes it exit. Only errors that a retry
+    /// cannot fix (runtime, registration) are returned.
+    pub async fn run(
+        &self,
+        mut backoff: Backoff,
+        cancel: CancellationToken,
+    ) -> Result<(), WorkerError> {
+        let runtime = Runtime::from_current_tokio(Default::default())
+            .map_err(|e| WorkerError::Runtime(e.to_string()))?;
+        loop {
+            match self.run_once(&runtime, &cancel).await {
+                Ok(()) => return Ok(()),
+                Err(err @ (WorkerError::Runtime(_) | WorkerError::Register(_))) => {
+                    return Err(err);
+                }
+                Err(_) if cancel.is_cancelled() => return Ok(()),
+                Err(err) => {
+                    self.health.set_temporal(false);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %err, retry_in = ?delay, "worker stopped; restarting it");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_once(
+        &self,
+        runtime: &Runtime,
+        cancel: &CancellationToken,
+    ) -> Result<(), WorkerError> {
+        let settings = self.config.workflow_settings();
+        let options = WorkerOptions::new(self.temporal.temporal_task_queue.clone())
+            .register_workflow_with_factory::<TriggerWorkflow, _>(move || {
+                TriggerWorkflow::new(settings.clone())
+            })
+            .map_err(|e| WorkerError::Register(e.to_string()))?
+            .register_activities(OutboxActivities {
+                pool: self.pool.clone(),
+                metrics: self.metrics.clone(),
+            })
+            .graceful_shutdown_period(self.config.worker_shutdown_timeout)
+            // After a worker dies its sticky queue holds the next task until this expires;
+            // keep it short so a restarted worker resumes promptly.
+            .sticky_queue_schedule_to_start_timeout(self.config.sticky_timeout)
+            .build();
+        // A client of its own per worker instance: a worker that failed (say, Temporal went
+        // away while it validated its namespace) stays registered with the client it was
+        // created with, and the SDK refuses a second worker on the same task queue there.
+        let client = temporal::connect(&self.temporal, &self.identity)
+            .await
+            .map_err(|e| WorkerError::Connect(e.to_string()))?;
+        let mut worker =
+            Worker::new(runtime, client, options).map_err(|e| WorkerError::Create {
+                queue: self.temporal.temporal_task_queue.clone(),
+                message: e.to_string(),
+            })?;
+        let shutdown = worker.shutdown_handle();
+        let stop_on_cancel = cancel.clone();
+        let stopper = tokio::spawn(async move {
+            stop_on_cancel.cancelled().await;
+            shutdown();
+        });
+        tracing::info!(
+            task_queue = self.temporal.temporal_task_queue,
+            django_task_queue = self.config.django_task_queue,
+            "worker started"
+        );
+        let result = worker.run().await;
+        stopper.abort();
+        tracing::info!("worker stopped");
+        result.map_err(|e| WorkerError::Run(e.to_string()))
+    }
 }

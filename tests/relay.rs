@@ -282,10 +282,11 @@ async fn temporal_outage_loses_nothing() {
     while outage.elapsed() < Duration::from_secs(20) {
         db.insert_rows(5).await;
         inserted += 5;
-        assert_eq!(
-            relay.ready().await,
-            Some(false),
-            "ready while Temporal is down"
+        // 503, not a refused connection: the daemon stays up through the outage.
+        let readyz = relay.get("/readyz").await;
+        assert!(
+            matches!(&readyz, Some((503, _))),
+            "ready, or not serving, while Temporal is down: {readyz:?}"
         );
         let (_, healthz) = relay
             .get("/healthz")
@@ -314,7 +315,7 @@ async fn temporal_outage_loses_nothing() {
             .metric("trigger_relay_temporal_errors_total{operation=\"start_workflow\"}")
             .await
             + relay
-                .metric("trigger_relay_temporal_errors_total{operation=\"get_system_info\"}")
+                .metric("trigger_relay_temporal_errors_total{operation=\"describe_namespace\"}")
                 .await
             >= 1.0
     );
@@ -638,5 +639,92 @@ async fn retention_deletes_old_finished_rows_only() {
         .expect("ledger")
         .get(0);
     assert_eq!(ledger, 0, "ledger rows go with their outbox row");
+    db.drop_db().await;
+}
+
+/// SPEC §4.4: a namespace that does not exist yet (or a Temporal that fails the worker's
+/// start-up checks) keeps the daemon up and not ready; once the namespace exists the relay
+/// and the workflow worker carry on by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_relay_wait_for_a_missing_namespace() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let mut relay = RelayProcess::spawn(
+        &db.url,
+        &temporal.address(),
+        &[
+            ("TRIGGER_RELAY_TEMPORAL_NAMESPACE", "created-late"),
+            ("TRIGGER_RELAY_POLL_INTERVAL", "1s"),
+            ("TRIGGER_RELAY_STATS_INTERVAL", "1s"),
+        ],
+    );
+    let ids = db.insert_rows(3).await;
+    wait_for(
+        "the relay to try and fail",
+        Duration::from_secs(30),
+        || async {
+            let errors = relay
+                .get("/metrics")
+                .await
+                .map(|(_, text)| {
+                    text.contains(
+                        "trigger_relay_temporal_errors_total{operation=\"start_workflow\"} ",
+                    )
+                })
+                .unwrap_or(false);
+            errors.then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        relay.try_wait().is_none(),
+        "the daemon must not exit over a missing namespace"
+    );
+    assert!(matches!(relay.get("/readyz").await, Some((503, _))));
+    assert_eq!(db.count("pending").await, 3);
+
+    let created = std::process::Command::new(temporal_bin())
+        .args(["operator", "namespace", "create", "--address"])
+        .arg(format!("127.0.0.1:{}", temporal.port))
+        .arg("created-late")
+        .output()
+        .expect("temporal operator namespace create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+
+    db.wait_all_dispatched(Duration::from_secs(60)).await;
+    // The restarted worker runs the workflows: each reaches its Python activity.
+    let workflow_id = format!("trigger-outbox-{}-g0", ids[0]);
+    wait_for(
+        "the worker to run the workflow",
+        Duration::from_secs(60),
+        || {
+            let workflow_id = workflow_id.clone();
+            let port = temporal.port;
+            async move {
+                let shown = std::process::Command::new(temporal_bin())
+                    .args([
+                        "workflow",
+                        "show",
+                        "--namespace",
+                        "created-late",
+                        "--address",
+                    ])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .args(["--workflow-id", &workflow_id])
+                    .output()
+                    .ok()?;
+                String::from_utf8_lossy(&shown.stdout)
+                    .contains("ActivityTaskScheduled")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    relay.wait_ready().await;
     db.drop_db().await;
 }

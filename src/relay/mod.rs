@@ -319,7 +319,9 @@ pub async fn watch(
             }
         }
         let probe = metrics
-            .temporal("get_system_info", temporal::probe(&client), |r| r.is_err())
+            .temporal("describe_namespace", temporal::probe(&client), |r| {
+                r.is_err()
+            })
             .await;
         health.set_temporal(probe.is_ok());
     }
