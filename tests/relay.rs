@@ -102,10 +102,7 @@ async fn notify_wakes_the_relay_before_the_poll() {
         &[("TRIGGER_RELAY_POLL_INTERVAL", "1h")],
     );
     relay.wait_ready().await;
-    wait_for("the LISTEN connection", Duration::from_secs(10), || async {
-        (relay.metric("trigger_relay_listener_connected").await == 1.0).then_some(())
-    })
-    .await;
+    relay.wait_listening().await;
     let ids = db.insert_rows(1).await;
     wait_for(
         "the notified row to be dispatched",
@@ -141,6 +138,7 @@ async fn polling_carries_rows_without_notifications() {
         &[("TRIGGER_RELAY_POLL_INTERVAL", "2s")],
     );
     relay.wait_ready().await;
+    relay.wait_listening().await;
     let pg = db.connect().await;
 
     // 1. NOTIFY turned off in the inserting session.

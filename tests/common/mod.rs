@@ -417,6 +417,25 @@ impl RelayProcess {
         .await;
     }
 
+    /// Waits until the LISTEN connection is up and the drain that follows its connect is
+    /// over, so that a row inserted now is found by a notification or a poll only.
+    pub async fn wait_listening(&self) {
+        wait_for(
+            "the listener's first drain",
+            Duration::from_secs(10),
+            || async {
+                let connected = self.metric("trigger_relay_listener_connected").await == 1.0;
+                let woken = self
+                    .metric("trigger_relay_wakeups_total{source=\"reconnect\"}")
+                    .await
+                    >= 1.0;
+                (connected && woken).then_some(())
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     /// The value of one sample (`name{labels}`) of the relay's /metrics.
     pub async fn metric(&self, sample: &str) -> f64 {
         let (_, text) = self.get("/metrics").await.expect("scrape /metrics");
