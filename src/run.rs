@@ -101,7 +101,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         let hosted = worker::HostedWorker {
             config: config.worker.clone(),
             temporal: config.temporal.clone(),
-            identity: format!("trigger-relay-worker@{replica}"),
+            identity: format!("trigger-relay@{replica}"),
             pool: pool.clone(),
             metrics: metrics.clone(),
             health: health.clone(),
