@@ -216,10 +216,11 @@ mod tests {
     }
 
     #[test]
-    fn valid_row_becomes_input() {
-        let input = row().workflow_input(1 << 20).expect("valid row");
+    fn valid_row_becomes_input() -> Result<(), BadPayload> {
+        let input = row().workflow_input(1 << 20)?;
         assert_eq!(input.outbox_id, 42);
         assert_eq!(input.context["task_id"], 5);
+        Ok(())
     }
 
     #[test]
