@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh
+scripts/install-debian-packages.sh
 scripts/bootstrap.sh
 
 echo "== daemon (cargo nextest)"

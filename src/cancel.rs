@@ -5,7 +5,7 @@ use std::io::Write;
 use temporalio_client::{UntypedWorkflow, WorkflowCancelOptions};
 
 use crate::config::CancelConfig;
-use crate::db::{self, CancelSelection};
+use crate::db::{CancelSelection, Db};
 use crate::error::Error;
 use crate::temporal;
 
@@ -24,14 +24,14 @@ pub async fn cancel(config: CancelConfig) -> Result<(), Error> {
             "cancel needs at least one of --id, --trigger, --user".into(),
         ));
     }
-    let pool = db::pool(&config.database)?;
-    db::check_schema(&pool).await?;
+    let db = Db::for_command(&config.database)?;
+    db.check_schema().await?;
     let selection = CancelSelection {
         ids: (!config.ids.is_empty()).then(|| config.ids.clone()),
         triggers: (!config.triggers.is_empty()).then(|| config.triggers.clone()),
         users: (!config.users.is_empty()).then(|| config.users.clone()),
     };
-    let candidates = db::select_for_cancel(&pool, &selection).await?;
+    let candidates = db.select_for_cancel(&selection).await?;
     // Connect before changing anything, so an unreachable Temporal leaves every row as it was.
     let any_dispatched = candidates.iter().any(|c| c.state == "dispatched");
     let client = if any_dispatched && !config.dry_run {
@@ -39,9 +39,10 @@ pub async fn cancel(config: CancelConfig) -> Result<(), Error> {
     } else {
         None
     };
-    let cancelled_pending = db::cancel_pending(&pool, &selection, config.dry_run).await?;
+    let cancelled_pending = db.cancel_pending(&selection, config.dry_run).await?;
 
     let mut report = Vec::new();
+    let mut failed_requests = 0usize;
     for candidate in &candidates {
         let action = if candidate.state == "pending" {
             if config.dry_run {
@@ -59,7 +60,10 @@ pub async fn cancel(config: CancelConfig) -> Result<(), Error> {
                     let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.clone());
                     match handle.cancel(WorkflowCancelOptions::default()).await {
                         Ok(()) => "workflow cancellation requested".to_owned(),
-                        Err(err) => format!("workflow cancellation failed: {err}"),
+                        Err(err) => {
+                            failed_requests += 1;
+                            format!("workflow cancellation failed: {err}")
+                        }
                     }
                 }
                 _ => "no workflow id recorded".to_owned(),
@@ -78,10 +82,21 @@ pub async fn cancel(config: CancelConfig) -> Result<(), Error> {
     if config.json {
         let doc = serde_json::json!({ "dry_run": config.dry_run, "rows": report });
         writeln!(out, "{doc:#}")?;
-        return Ok(());
+    } else {
+        print_report(&mut out, &report)?;
     }
+    // A script must not read "done" when some workflows were not asked to cancel.
+    if failed_requests > 0 {
+        return Err(Error::Incomplete(format!(
+            "{failed_requests} workflow cancellation request(s) failed; run cancel again"
+        )));
+    }
+    Ok(())
+}
+
+fn print_report(out: &mut impl Write, report: &[Cancelled]) -> Result<(), Error> {
     writeln!(out, "{} row(s)", report.len())?;
-    for r in &report {
+    for r in report {
         writeln!(
             out,
             "{:>10} {:<10} trigger {:<6} user {:<12} {}",

@@ -4,13 +4,13 @@
 use std::io::Write;
 
 use crate::config::{ReplayConfig, StatusConfig};
-use crate::db::{self, ReplaySelection};
+use crate::db::{Db, ReplaySelection};
 use crate::error::Error;
 
 pub async fn status(config: StatusConfig) -> Result<(), Error> {
-    let pool = db::pool(&config.database)?;
-    db::check_schema(&pool).await?;
-    let (counts, failures) = db::status(&pool, config.failures).await?;
+    let db = Db::for_command(&config.database)?;
+    db.check_schema().await?;
+    let (counts, failures) = db.status(config.failures).await?;
     let pending = counts.iter().find(|c| c.state == "pending");
     let backlog = pending.map_or(0, |c| c.rows);
     let oldest = pending.and_then(|c| c.oldest_age_seconds);
@@ -81,26 +81,20 @@ pub async fn replay(config: ReplayConfig) -> Result<(), Error> {
             "pending rows are already on their way and cannot be replayed".into(),
         ));
     }
-    let pool = db::pool(&config.database)?;
-    db::check_schema(&pool).await?;
+    let db = Db::for_command(&config.database)?;
+    db.check_schema().await?;
     let non_empty = |v: &Vec<i64>| (!v.is_empty()).then(|| v.clone());
     let selection = ReplaySelection {
         ids: non_empty(&config.ids),
         id_from: config.id_range.and_then(|r| r.from),
         id_to: config.id_range.and_then(|r| r.to),
-        states: (!config.states.is_empty()).then(|| {
-            config
-                .states
-                .iter()
-                .map(|s| s.as_str().to_owned())
-                .collect()
-        }),
+        states: (!config.states.is_empty()).then(|| config.states.clone()),
         triggers: non_empty(&config.triggers),
         created_after: config.created_after,
         created_before: config.created_before,
         include_dispatched: config.include_dispatched,
     };
-    let rows = db::replay(&pool, &selection, config.dry_run).await?;
+    let rows = db.replay(&selection, config.dry_run).await?;
     let mut out = std::io::stdout().lock();
     if config.json {
         let doc = serde_json::json!({ "dry_run": config.dry_run, "rows": rows });
@@ -112,7 +106,17 @@ pub async fn replay(config: ReplayConfig) -> Result<(), Error> {
     } else {
         "replayed"
     };
-    writeln!(out, "{verb} {} row(s)", rows.len())?;
+    let skipped = rows
+        .iter()
+        .filter(|r| !config.dry_run && !r.replayed)
+        .count();
+    writeln!(out, "{verb} {} row(s)", rows.len() - skipped)?;
+    if skipped > 0 {
+        writeln!(
+            out,
+            "{skipped} row(s) changed state while listing and were left alone"
+        )?;
+    }
     if rows.is_empty() {
         return Ok(());
     }

@@ -66,22 +66,72 @@ pub enum LogFormat {
     Text,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DatabaseConfig {
-    /// PostgreSQL URL of the site's database, e.g. postgres://relay@127.0.0.1:5432/site.
+    /// PostgreSQL URL of the site's database, e.g.
+    /// postgres://relay@db:5432/site?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem
+    /// (libpq's sslmode, sslrootcert, sslcert and sslkey are honoured, as are PGSSLMODE etc.).
     #[arg(long, env = "TRIGGER_RELAY_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
-    /// Largest number of pooled PostgreSQL connections (the LISTEN connection is extra).
-    #[arg(long, env = "TRIGGER_RELAY_DATABASE_POOL_SIZE", default_value_t = 4,
+    /// Largest number of pooled PostgreSQL connections of the relay (default: max in flight
+    /// + 2). The LISTEN connection and the workflow worker's pool are extra.
+    #[arg(long, env = "TRIGGER_RELAY_DATABASE_POOL_SIZE",
           value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub database_pool_size: u16,
+    pub database_pool_size: Option<u16>,
     /// Time allowed to open a PostgreSQL connection or wait for one from the pool.
     #[arg(long, env = "TRIGGER_RELAY_DATABASE_TIMEOUT", default_value = "5s",
           value_parser = humantime::parse_duration)]
     pub database_timeout: Duration,
+    /// Longest a single PostgreSQL statement may take; the daemon then gives up on it and
+    /// drops the connection (a stalled connection never holds a batch).
+    #[arg(long, env = "TRIGGER_RELAY_DATABASE_STATEMENT_TIMEOUT", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub database_statement_timeout: Duration,
+    /// TCP_USER_TIMEOUT of PostgreSQL connections: how long sent data may stay
+    /// unacknowledged before the kernel drops the connection (0 = the system's default).
+    #[arg(long, env = "TRIGGER_RELAY_DATABASE_TCP_USER_TIMEOUT", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub database_tcp_user_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Args)]
+impl std::fmt::Debug for DatabaseConfig {
+    /// The URL's password never reaches a log line or a panic message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_pool_size", &self.database_pool_size)
+            .field("database_timeout", &self.database_timeout)
+            .field(
+                "database_statement_timeout",
+                &self.database_statement_timeout,
+            )
+            .field("database_tcp_user_timeout", &self.database_tcp_user_timeout)
+            .finish()
+    }
+}
+
+/// The URL with its password (URL or `password=` form) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        if let Some((userinfo, host)) = authority.rsplit_once('@')
+            && let Some((user, _password)) = userinfo.split_once(':')
+        {
+            return format!("{scheme}://{user}:***@{host}{tail}");
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.trim() == "password" => "password=***".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Clone, Args)]
 pub struct TemporalConfig {
     /// Temporal frontend address, e.g. http://127.0.0.1:7233 or https://ns.acct.tmprl.cloud:7233.
     #[arg(
@@ -135,6 +185,26 @@ pub struct TemporalConfig {
         default_value = "trigger-outbox"
     )]
     pub workflow_id_prefix: String,
+}
+
+impl std::fmt::Debug for TemporalConfig {
+    /// The API key never reaches a log line or a panic message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemporalConfig")
+            .field("temporal_address", &self.temporal_address.as_str())
+            .field("temporal_namespace", &self.temporal_namespace)
+            .field("temporal_task_queue", &self.temporal_task_queue)
+            .field(
+                "temporal_api_key",
+                &self.temporal_api_key.as_ref().map(|_| "***"),
+            )
+            .field("temporal_tls_ca", &self.temporal_tls_ca)
+            .field("temporal_tls_cert", &self.temporal_tls_cert)
+            .field("temporal_tls_key", &self.temporal_tls_key)
+            .field("temporal_tls_server_name", &self.temporal_tls_server_name)
+            .field("workflow_id_prefix", &self.workflow_id_prefix)
+            .finish()
+    }
 }
 
 impl TemporalConfig {
@@ -196,6 +266,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "TRIGGER_RELAY_STICKY_TIMEOUT", default_value = "3s",
           value_parser = humantime::parse_duration)]
     pub sticky_timeout: Duration,
+    /// PostgreSQL connections of the workflow worker's record_outcome activities, a pool of
+    /// their own so they never wait behind the relay's batches (nor the reverse).
+    #[arg(long, env = "TRIGGER_RELAY_WORKER_DATABASE_POOL_SIZE", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_database_pool_size: u16,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -267,7 +342,33 @@ pub struct RunConfig {
     /// Name of this replica in `claimed_by` (default: hostname-pid).
     #[arg(long, env = "TRIGGER_RELAY_REPLICA")]
     pub replica: Option<String>,
+    /// How often the reconciler looks for dispatched rows whose workflow closed without
+    /// recording an outcome (terminated, reset, timed out, gone).
+    #[arg(long, env = "TRIGGER_RELAY_RECONCILE_INTERVAL", default_value = "1m",
+          value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
+    /// A dispatched row's workflow is described once it has been dispatched this long, and
+    /// again every time this much has passed; also the margin of the overdue gauge.
+    #[arg(long, env = "TRIGGER_RELAY_RECONCILE_AFTER", default_value = "10m",
+          value_parser = humantime::parse_duration)]
+    pub reconcile_after: Duration,
+    /// How often the idle LISTEN connection proves it is alive; a check that takes longer
+    /// than this drops the connection and reconnects.
+    #[arg(long, env = "TRIGGER_RELAY_LISTEN_LIVENESS", default_value = "15s",
+          value_parser = humantime::parse_duration)]
+    pub listen_liveness: Duration,
+    /// Testing only: make the named task (relay, listener, stats, retention) panic once the
+    /// daemon runs, to prove that a dead task ends the process.
+    #[arg(long, env = "TRIGGER_RELAY_TEST_PANIC_TASK", hide = true)]
+    pub test_panic_task: Option<String>,
 }
+
+/// gRPC's default largest message: a start request must fit, with the input inside it.
+const GRPC_MESSAGE_LIMIT: usize = 4 * 1024 * 1024;
+/// Room for the start request's other fields (ids, task queue, headers, summary).
+const START_REQUEST_OVERHEAD: usize = 64 * 1024;
+/// Temporal's default limit on ids and task queue names (`limit.maxIDLength`).
+const TEMPORAL_MAX_ID_LENGTH: usize = 1000;
 
 impl RunConfig {
     /// Checks what clap cannot: relations between values.
@@ -286,13 +387,66 @@ impl RunConfig {
         if self.retention_interval.is_zero() {
             return Err("TRIGGER_RELAY_RETENTION_INTERVAL must be greater than zero".into());
         }
-        // Temporal refuses over-long ids with InvalidArgument, which the relay treats as a
-        // row that can never start: catch the misconfiguration before it fails every row.
+        if self.reconcile_interval.is_zero() || self.reconcile_after.is_zero() {
+            return Err(
+                "TRIGGER_RELAY_RECONCILE_INTERVAL and TRIGGER_RELAY_RECONCILE_AFTER must be \
+                 greater than zero"
+                    .into(),
+            );
+        }
+        if self.listen_liveness < Duration::from_secs(1) {
+            return Err("TRIGGER_RELAY_LISTEN_LIVENESS must be at least 1s".into());
+        }
+        if self.database.database_statement_timeout < Duration::from_millis(100) {
+            return Err("TRIGGER_RELAY_DATABASE_STATEMENT_TIMEOUT must be at least 100ms".into());
+        }
+        // Everything Temporal would refuse for every row is refused here, at start, with the
+        // variable's name, instead of failing or stalling rows one by one.
         let prefix = &self.temporal.workflow_id_prefix;
         if prefix.is_empty() || prefix.len() > 200 {
             return Err("TRIGGER_RELAY_WORKFLOW_ID_PREFIX must be 1 to 200 bytes long".into());
         }
+        for (variable, value) in [
+            (
+                "TRIGGER_RELAY_TEMPORAL_TASK_QUEUE",
+                &self.temporal.temporal_task_queue,
+            ),
+            (
+                "TRIGGER_RELAY_DJANGO_TASK_QUEUE",
+                &self.worker.django_task_queue,
+            ),
+            (
+                "TRIGGER_RELAY_TEMPORAL_NAMESPACE",
+                &self.temporal.temporal_namespace,
+            ),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("{variable} must not be empty"));
+            }
+            if value.len() > TEMPORAL_MAX_ID_LENGTH {
+                return Err(format!(
+                    "{variable} is {} bytes long; Temporal accepts at most {TEMPORAL_MAX_ID_LENGTH}",
+                    value.len()
+                ));
+            }
+        }
+        let input_cap = GRPC_MESSAGE_LIMIT - START_REQUEST_OVERHEAD;
+        if self.max_input_bytes == 0 || self.max_input_bytes > input_cap {
+            return Err(format!(
+                "TRIGGER_RELAY_MAX_INPUT_BYTES must be 1 to {input_cap} (a start request \
+                 must fit gRPC's 4 MiB message limit)"
+            ));
+        }
         Ok(())
+    }
+
+    /// The relay's pool: every start in flight may write its row, plus the claim, the
+    /// backlog gauges and retention.
+    pub fn relay_pool_size(&self) -> usize {
+        match self.database.database_pool_size {
+            Some(size) => usize::from(size),
+            None => usize::from(self.max_in_flight) + 2,
+        }
     }
 
     pub fn replica_name(&self) -> String {
@@ -463,6 +617,30 @@ mod tests {
         assert!(parse_id_range("..").is_err());
         assert!(parse_id_range("5..1").is_err());
         assert!(parse_id_range("a..b").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://relay:s3cret@db:5432/site?sslmode=require"),
+            "postgres://relay:***@db:5432/site?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://relay@db/site"),
+            "postgres://relay@db/site"
+        );
+        assert_eq!(
+            redact_url("host=db password=s3cret user=relay"),
+            "host=db password=*** user=relay"
+        );
+        let config = DatabaseConfig {
+            database_url: "postgres://relay:s3cret@db/site".into(),
+            database_pool_size: None,
+            database_timeout: Duration::from_secs(5),
+            database_statement_timeout: Duration::from_secs(30),
+            database_tcp_user_timeout: Duration::from_secs(30),
+        };
+        assert!(!format!("{config:?}").contains("s3cret"));
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub enum Error {
     },
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("{0}")]
+    Incomplete(String),
+    #[error("the {task} task {how}; exiting so the supervisor restarts the process")]
+    TaskDied { task: &'static str, how: String },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }

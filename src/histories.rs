@@ -21,6 +21,8 @@ use crate::workflow::{TriggerWorkflow, WorkflowSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
+    #[error("nothing to replay: {0}")]
+    Nothing(String),
     #[error("cannot read history {path}: {message}")]
     Read { path: PathBuf, message: String },
     #[error("cannot list or fetch histories: {0}")]
@@ -156,6 +158,18 @@ pub async fn replay_histories(config: ReplayHistoriesConfig) -> Result<(), Error
                 .collect::<Result<_, _>>()?
         }
     };
+    // A deploy gate that replayed nothing proved nothing: a wrong query, namespace or
+    // directory must not pass as "all deterministic".
+    if histories.is_empty() {
+        let source = match &config.dir {
+            Some(dir) => format!("no *.json history in {}", dir.display()),
+            None => format!(
+                "no workflow matched {:?} in namespace {}",
+                config.query, config.temporal.temporal_namespace
+            ),
+        };
+        return Err(HistoryError::Nothing(source).into());
+    }
     let mut out = std::io::stdout().lock();
     let total = replay_all(&replayer, histories, &mut out).await?;
     writeln!(out, "{total} histories replayed, all deterministic")?;

@@ -58,12 +58,8 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let body = serde_json::json!({
-        "ready": state.health.ready(),
-        "postgres": state.health.postgres(),
-        "temporal": state.health.temporal(),
-    });
-    let code = if state.health.ready() {
+    let body = state.health.report();
+    let code = if body["ready"] == serde_json::Value::Bool(true) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -12,6 +12,8 @@ use prometheus::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WakeSource {
     Notify,
+    /// The look-up shortly after a notification, for commits that skipped theirs.
+    Settle,
     Poll,
     Reconnect,
 }
@@ -20,6 +22,7 @@ impl WakeSource {
     pub fn as_str(self) -> &'static str {
         match self {
             WakeSource::Notify => "notify",
+            WakeSource::Settle => "settle",
             WakeSource::Poll => "poll",
             WakeSource::Reconnect => "reconnect",
         }
@@ -46,10 +49,12 @@ pub struct Metrics {
     pub retention_deleted: IntCounter,
     pub ready: IntGauge,
     pub listener_connected: IntGauge,
+    pub dispatched_overdue: IntGauge,
+    pub reconciled: IntCounterVec,
 }
 
 /// Label values known in advance are initialized so every series exists from the first scrape.
-const CLAIM_SOURCES: [&str; 3] = ["notify", "poll", "reconnect"];
+const CLAIM_SOURCES: [&str; 4] = ["notify", "settle", "poll", "reconnect"];
 const START_RESULTS: [&str; 2] = ["started", "already_started"];
 const FAIL_REASONS: [&str; 2] = ["bad_payload", "rejected"];
 const OUTCOME_STATES: [&str; 4] = ["done", "skipped", "failed", "cancelled"];
@@ -182,6 +187,19 @@ impl Metrics {
                 "trigger_relay_listener_connected",
                 "1 while the LISTEN connection is up, else 0.",
             )?,
+            dispatched_overdue: IntGauge::new(
+                "trigger_relay_dispatched_overdue",
+                "Dispatched rows whose due time passed more than TRIGGER_RELAY_RECONCILE_AFTER \
+                 ago (refreshed by each reconcile pass).",
+            )?,
+            reconciled: IntCounterVec::new(
+                Opts::new(
+                    "trigger_relay_reconciled_total",
+                    "Dispatched rows settled by the reconciler, by what it found: a workflow \
+                     closed without recording (failed), or a result it recorded (recorded).",
+                ),
+                &["result"],
+            )?,
             registry,
         };
         m.register_all()?;
@@ -208,6 +226,8 @@ impl Metrics {
         r.register(Box::new(self.retention_deleted.clone()))?;
         r.register(Box::new(self.ready.clone()))?;
         r.register(Box::new(self.listener_connected.clone()))?;
+        r.register(Box::new(self.dispatched_overdue.clone()))?;
+        r.register(Box::new(self.reconciled.clone()))?;
         Ok(())
     }
 
@@ -227,6 +247,9 @@ impl Metrics {
         }
         for s in ROW_STATES {
             self.rows.with_label_values(&[s]);
+        }
+        for r in ["failed", "recorded"] {
+            self.reconciled.with_label_values(&[r]);
         }
         for op in TEMPORAL_OPERATIONS {
             self.temporal_duration.with_label_values(&[op]);

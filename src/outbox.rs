@@ -21,8 +21,10 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The states of an outbox row, as stored in `trigger_relay_outbox.state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The states of an outbox row, as stored in `trigger_relay_outbox.state` and carried in
+/// the workflow's outcome (same spelling in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     Pending,
     Dispatched,
@@ -74,38 +76,121 @@ impl std::str::FromStr for State {
     }
 }
 
+/// Deepest nesting of arrays and objects a context may have. The Django add-on refuses
+/// deeper contexts at `fire()` (trigger_relay/context.py has the same number); a row
+/// written by other means is failed with this reason rather than handed to decoders with
+/// their own, lower limits (serde_json stops at 128).
+pub const MAX_CONTEXT_DEPTH: usize = 64;
+
 /// A row the relay has claimed and must turn into a workflow start.
 #[derive(Debug, Clone)]
 pub struct ClaimedRow {
     pub id: i64,
     pub generation: i32,
+    /// NULL for rows written before schema version 3 (they keep their old workflow id).
+    pub firing_uuid: Option<String>,
     pub event_id: i64,
     pub trigger_id: i64,
     pub user_pk: String,
-    pub context: serde_json::Value,
+    /// The `jsonb` context as PostgreSQL prints it: carried verbatim, so integers beyond
+    /// 64 bits and numbers beyond f64 arrive exactly as stored.
+    pub context: String,
     pub created_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
     pub attempts: i32,
 }
 
+/// A claimed row with a value the daemon cannot decode; it is failed alone (SPEC §4.5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UndecodableRow {
+    pub id: i64,
+    pub generation: i32,
+    pub column: &'static str,
+    pub detail: String,
+}
+
+impl UndecodableRow {
+    pub fn reason(&self) -> String {
+        let hint = match self.column {
+            "due_at" | "created_at" => " (infinite or out-of-range timestamps cannot be scheduled)",
+            _ => "",
+        };
+        format!(
+            "bad payload: column {} cannot be decoded: {}{hint}",
+            self.column, self.detail
+        )
+    }
+}
+
 /// The single argument of `trigger_workflow` (docs/contract.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// The context travels as its JSON *text* (`context_json`): the Rust SDK decodes every
+/// payload through `serde_json::Value`, which turns an integer beyond 64 bits into an f64
+/// and refuses a number beyond f64 (`1e400`) outright, so a context carried as an object
+/// would be rounded, or would fail the workflow task forever. A string passes untouched,
+/// and the Python activity decodes it with exact integers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkflowInput {
     pub outbox_id: i64,
     pub generation: i32,
+    /// Absent in inputs of rows from before schema version 3.
+    #[serde(default)]
+    pub firing_uuid: Option<String>,
     pub event_id: i64,
     pub trigger_id: i64,
     pub user_pk: String,
-    pub context: serde_json::Map<String, serde_json::Value>,
+    /// The context, a JSON object, as PostgreSQL prints the `jsonb` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_json: Option<String>,
+    /// Inputs recorded before `context_json` carried the context as an object; kept so
+    /// that their histories still decode and replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Box<serde_json::value::RawValue>>,
     pub created_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
+}
+
+/// What the Python activity reports back (django-trigger-relay, trigger_relay/activities.py).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FiringResult {
+    /// `done` or `skipped`; anything else is recorded as a failure of the worker.
+    pub outcome: String,
+    /// For `skipped`: trigger_deleted, trigger_disabled, no_actions, event_deleted,
+    /// user_filtered_out, condition_false, cancelled, superseded, firing_mismatch.
+    pub reason: Option<String>,
+    /// Action ids performed by this run.
+    #[serde(default)]
+    pub performed: Vec<i64>,
+    /// Action ids the ledger shows as performed before (retries, replays).
+    #[serde(default)]
+    pub already_performed: Vec<i64>,
+}
+
+/// The final state of an outbox row, recorded by `record_outcome` and returned as the
+/// workflow's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub outbox_id: i64,
+    pub generation: i32,
+    #[serde(default)]
+    pub firing_uuid: Option<String>,
+    /// done, skipped, failed or cancelled.
+    pub state: State,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+    #[serde(default)]
+    pub performed: Vec<i64>,
 }
 
 /// Why a row can never become a workflow start (SPEC §4.5).
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BadPayload {
-    #[error("context is not a JSON object but {0}")]
-    ContextNotObject(&'static str),
+    #[error("column context is not a JSON object")]
+    ContextNotObject,
+    #[error("column context nests deeper than {limit} levels")]
+    ContextTooDeep { limit: usize },
+    #[error("column context is not valid JSON: {0}")]
+    ContextInvalid(String),
     #[error("user_pk is empty")]
     EmptyUserPk,
     #[error("event_id {0} is not a valid primary key")]
@@ -123,17 +208,22 @@ pub enum BadPayload {
 
 impl ClaimedRow {
     /// The workflow id of this row's current generation: stable across retries and replicas,
-    /// new for each replay (SPEC §4.3, §4.6).
+    /// new for each replay (SPEC §4.3, §4.6), and unique to the firing (schema version 3).
     pub fn workflow_id(&self, prefix: &str) -> String {
-        workflow_id(prefix, self.id, self.generation)
+        workflow_id(
+            prefix,
+            self.id,
+            self.generation,
+            self.firing_uuid.as_deref(),
+        )
     }
 
     /// Checks what the relay can check and builds the workflow input.
     pub fn workflow_input(&self, max_input_bytes: usize) -> Result<WorkflowInput, BadPayload> {
-        let context = match &self.context {
-            serde_json::Value::Object(map) => map.clone(),
-            other => return Err(BadPayload::ContextNotObject(json_type(other))),
-        };
+        check_context(&self.context)?;
+        // Valid JSON is checked here, where a bad row can still fail alone.
+        serde_json::from_str::<serde::de::IgnoredAny>(&self.context)
+            .map_err(|e| BadPayload::ContextInvalid(e.to_string()))?;
         if self.user_pk.is_empty() {
             return Err(BadPayload::EmptyUserPk);
         }
@@ -152,14 +242,16 @@ impl ClaimedRow {
         let input = WorkflowInput {
             outbox_id: self.id,
             generation: self.generation,
+            firing_uuid: self.firing_uuid.clone(),
             event_id: self.event_id,
             trigger_id: self.trigger_id,
             user_pk: self.user_pk.clone(),
-            context,
+            context_json: Some(self.context.clone()),
+            context: None,
             created_at: self.created_at,
             due_at: self.due_at,
         };
-        // Serializing a map of JSON values cannot fail; measure what Temporal will receive.
+        // Serializing plain fields cannot fail; measure what Temporal receives.
         let size = serde_json::to_vec(&input)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
@@ -173,19 +265,47 @@ impl ClaimedRow {
     }
 }
 
-pub fn workflow_id(prefix: &str, outbox_id: i64, generation: i32) -> String {
-    format!("{prefix}-{outbox_id}-g{generation}")
+/// `{prefix}-{id}-g{generation}-{firing_uuid}`; rows from before schema version 3 keep
+/// `{prefix}-{id}-g{generation}`, the id a relay of that release may have started already.
+pub fn workflow_id(prefix: &str, outbox_id: i64, generation: i32, uuid: Option<&str>) -> String {
+    match uuid {
+        Some(uuid) => format!("{prefix}-{outbox_id}-g{generation}-{uuid}"),
+        None => format!("{prefix}-{outbox_id}-g{generation}"),
+    }
 }
 
-fn json_type(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+/// An object, nested at most [`MAX_CONTEXT_DEPTH`] deep: counted on the text, without
+/// recursion, before any parser sees it.
+fn check_context(json: &str) -> Result<(), BadPayload> {
+    if !json.trim_start().starts_with('{') {
+        return Err(BadPayload::ContextNotObject);
     }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_CONTEXT_DEPTH {
+                    return Err(BadPayload::ContextTooDeep {
+                        limit: MAX_CONTEXT_DEPTH,
+                    });
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -197,10 +317,11 @@ mod tests {
         ClaimedRow {
             id: 42,
             generation: 0,
+            firing_uuid: Some("0b9c3c1e-6f7a-4c59-9d43-2f1f0a4b7e10".into()),
             event_id: 3,
             trigger_id: 2,
             user_pk: "7".into(),
-            context: serde_json::json!({"task_id": 5}),
+            context: r#"{"task_id": 5}"#.into(),
             created_at: now,
             due_at: now,
             attempts: 1,
@@ -208,10 +329,18 @@ mod tests {
     }
 
     #[test]
-    fn workflow_id_changes_with_generation_only() {
+    fn workflow_id_changes_with_generation_and_firing() {
         let mut r = row();
-        assert_eq!(r.workflow_id("trigger-outbox"), "trigger-outbox-42-g0");
+        assert_eq!(
+            r.workflow_id("trigger-outbox"),
+            "trigger-outbox-42-g0-0b9c3c1e-6f7a-4c59-9d43-2f1f0a4b7e10"
+        );
         r.generation = 1;
+        assert!(
+            r.workflow_id("trigger-outbox")
+                .starts_with("trigger-outbox-42-g1-")
+        );
+        r.firing_uuid = None;
         assert_eq!(r.workflow_id("trigger-outbox"), "trigger-outbox-42-g1");
     }
 
@@ -219,21 +348,62 @@ mod tests {
     fn valid_row_becomes_input() -> Result<(), BadPayload> {
         let input = row().workflow_input(1 << 20)?;
         assert_eq!(input.outbox_id, 42);
-        assert_eq!(input.context["task_id"], 5);
+        assert_eq!(input.context_json.as_deref(), Some(r#"{"task_id": 5}"#));
+        Ok(())
+    }
+
+    #[test]
+    fn numbers_travel_exactly() -> Result<(), Box<dyn std::error::Error>> {
+        let mut r = row();
+        let huge = format!("1{}", "0".repeat(400));
+        r.context = format!(r#"{{"n": 1180591620717411303424, "big": {huge}}}"#);
+        let json = serde_json::to_vec(&r.workflow_input(1 << 20)?)?;
+        // The SDK's own path: bytes -> serde_json::Value -> the workflow's input type.
+        let value: serde_json::Value = serde_json::from_slice(&json)?;
+        let back: WorkflowInput = serde_json::from_value(value)?;
+        assert_eq!(back.context_json.as_deref(), Some(r.context.as_str()));
+        let again = serde_json::to_string(&back)?;
+        assert!(again.contains("1180591620717411303424") && again.contains(&huge));
+        Ok(())
+    }
+
+    #[test]
+    fn inputs_recorded_with_a_context_object_still_decode() -> Result<(), serde_json::Error> {
+        let old = r#"{"outbox_id": 1, "generation": 0, "event_id": 1, "trigger_id": 1,
+            "user_pk": "7", "context": {"task_id": 5},
+            "created_at": "2026-11-27T10:00:00Z", "due_at": "2026-11-27T10:00:00Z"}"#;
+        let value: serde_json::Value = serde_json::from_str(old)?;
+        let input: WorkflowInput = serde_json::from_value(value)?;
+        assert_eq!(input.firing_uuid, None);
+        assert_eq!(input.context_json, None);
+        assert!(input.context.is_some_and(|c| c.get().contains("task_id")));
         Ok(())
     }
 
     #[test]
     fn poison_rows_are_named() {
         let mut r = row();
-        r.context = serde_json::json!([1, 2]);
+        r.context = "[1, 2]".into();
         assert_eq!(
-            r.workflow_input(1 << 20),
-            Err(BadPayload::ContextNotObject("an array"))
+            r.workflow_input(1 << 20).err(),
+            Some(BadPayload::ContextNotObject)
         );
         let mut r = row();
+        r.context = format!("{{\"a\": {}{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(
+            r.workflow_input(1 << 20).err(),
+            Some(BadPayload::ContextTooDeep { limit: 64 })
+        );
+        // Brackets inside strings do not count.
+        let mut r = row();
+        r.context = format!("{{\"a\": \"{}\\\"\"}}", "[".repeat(200));
+        assert!(r.workflow_input(1 << 20).is_ok());
+        let mut r = row();
         r.user_pk = String::new();
-        assert_eq!(r.workflow_input(1 << 20), Err(BadPayload::EmptyUserPk));
+        assert_eq!(
+            r.workflow_input(1 << 20).err(),
+            Some(BadPayload::EmptyUserPk)
+        );
         let r = row();
         assert!(matches!(
             r.workflow_input(10),
@@ -242,10 +412,12 @@ mod tests {
     }
 
     #[test]
-    fn states_round_trip() {
+    fn states_round_trip() -> Result<(), serde_json::Error> {
         for state in State::ALL {
             assert_eq!(state.as_str().parse::<State>(), Ok(state));
+            assert_eq!(serde_json::to_string(&state)?, format!("\"{state}\""));
         }
         assert!("running".parse::<State>().is_err());
+        Ok(())
     }
 }

@@ -42,8 +42,12 @@ pub enum StartOutcome {
     /// The workflow id exists already (running or closed): this row was dispatched before,
     /// by this or another replica (SPEC §4.3).
     AlreadyStarted { run_id: Option<String> },
-    /// Temporal refused the start for good (e.g. payload over its limits): fail the row.
-    Rejected { error: String },
+    /// Temporal refused this row's start for good (its payload over the server's limits):
+    /// fail the row.
+    RowRejected { error: String },
+    /// Temporal refuses starts for a reason that holds for every row (bad task queue,
+    /// unknown namespace, no permission): keep the rows pending, report not ready.
+    Misconfigured { error: String },
     /// Temporal is unreachable or overloaded: keep the row pending and back off.
     Unavailable { error: String },
 }
@@ -157,7 +161,7 @@ pub async fn start(
         Err(WorkflowStartError::AlreadyStarted { run_id, .. }) => {
             StartOutcome::AlreadyStarted { run_id }
         }
-        Err(WorkflowStartError::PayloadConversion(e)) => StartOutcome::Rejected {
+        Err(WorkflowStartError::PayloadConversion(e)) => StartOutcome::RowRejected {
             error: format!("cannot encode workflow input: {e}"),
         },
         Err(WorkflowStartError::Rpc(status)) => classify(&status),
@@ -167,13 +171,27 @@ pub async fn start(
     }
 }
 
-/// Only errors that will fail the same way on every retry fail a row; anything that may be a
-/// passing condition (including a missing namespace: a configuration error an operator will
-/// fix) keeps it pending.
+/// A row is failed only for what is provably about that row: the server's size limits on
+/// its payload. Every other refusal (an invalid task queue or id prefix that validation at
+/// start did not catch, a missing namespace, a permission) would fail every row in seconds,
+/// so it keeps rows pending; anything else may be passing and is retried.
 fn classify(status: &tonic::Status) -> StartOutcome {
     let error = format!("{:?}: {}", status.code(), status.message());
+    let message = status.message().to_ascii_lowercase();
+    // "Blob data size exceeds limit." (server), "received message larger than max" (gRPC);
+    // not "TaskQueue length exceeds limit.", which is about configuration.
+    let about_payload = ["blob", "size exceeds", "larger than max"]
+        .iter()
+        .any(|word| message.contains(word));
     match status.code() {
-        Code::InvalidArgument => StartOutcome::Rejected { error },
+        Code::InvalidArgument | Code::ResourceExhausted if about_payload => {
+            StartOutcome::RowRejected { error }
+        }
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::FailedPrecondition => StartOutcome::Misconfigured { error },
         _ => StartOutcome::Unavailable { error },
     }
 }
@@ -183,19 +201,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_invalid_argument_rejects() {
-        let bad = tonic::Status::invalid_argument("blob size exceeds limit");
-        assert!(matches!(classify(&bad), StartOutcome::Rejected { .. }));
+    fn only_payload_limits_fail_a_row() {
+        for status in [
+            tonic::Status::invalid_argument("Blob data size exceeds limit."),
+            tonic::Status::resource_exhausted(
+                "grpc: received message larger than max (5000000 vs. 4194304)",
+            ),
+        ] {
+            assert!(
+                matches!(classify(&status), StartOutcome::RowRejected { .. }),
+                "{status:?}"
+            );
+        }
+        for status in [
+            tonic::Status::invalid_argument("TaskQueue length exceeds limit."),
+            tonic::Status::not_found("namespace defualt not found"),
+            tonic::Status::permission_denied("no"),
+        ] {
+            assert!(
+                matches!(classify(&status), StartOutcome::Misconfigured { .. }),
+                "{status:?}"
+            );
+        }
         for status in [
             tonic::Status::unavailable("down"),
             tonic::Status::deadline_exceeded("slow"),
-            tonic::Status::not_found("namespace default not found"),
-            tonic::Status::resource_exhausted("rate limit"),
+            tonic::Status::resource_exhausted("namespace rate limit exceeded"),
         ] {
-            assert!(matches!(
-                classify(&status),
-                StartOutcome::Unavailable { .. }
-            ));
+            assert!(
+                matches!(classify(&status), StartOutcome::Unavailable { .. }),
+                "{status:?}"
+            );
         }
     }
 }

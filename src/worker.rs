@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{TemporalConfig, WorkerConfig};
-use crate::health::Health;
+use crate::db::Db;
+use crate::health::{Component, Health};
 use crate::metrics::Metrics;
 use crate::temporal;
 use crate::workflow::{OutboxActivities, TriggerWorkflow, WorkflowSettings};
@@ -44,7 +44,8 @@ pub struct HostedWorker {
     pub config: WorkerConfig,
     pub temporal: TemporalConfig,
     pub identity: String,
-    pub pool: Pool,
+    /// A pool of the worker's own (TRIGGER_RELAY_WORKER_DATABASE_POOL_SIZE).
+    pub db: Db,
     pub metrics: Metrics,
     pub health: Arc<Health>,
 }
@@ -71,7 +72,8 @@ impl HostedWorker {
                 }
                 Err(_) if cancel.is_cancelled() => return Ok(()),
                 Err(err) => {
-                    self.health.set_temporal(false);
+                    self.health
+                        .set_failing(Component::Temporal, Some(err.to_string()));
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %err, retry_in = ?delay, "worker stopped; restarting it");
                     tokio::select! {
@@ -95,7 +97,7 @@ impl HostedWorker {
             })
             .map_err(|e| WorkerError::Register(e.to_string()))?
             .register_activities(OutboxActivities {
-                pool: self.pool.clone(),
+                db: self.db.clone(),
                 metrics: self.metrics.clone(),
             })
             .graceful_shutdown_period(self.config.worker_shutdown_timeout)

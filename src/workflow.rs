@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
-use serde::{Deserialize, Serialize};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{activities, activity_definitions, workflow, workflow_methods};
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -23,39 +21,9 @@ use temporalio_sdk::{
     ActivityOptions, TimerResult, WorkflowCancellationToken, WorkflowContext, WorkflowResult,
 };
 
-use crate::db;
+use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::outbox::WorkflowInput;
-
-/// What the Python activity reports back (django-trigger-relay, trigger_relay/activities.py).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FiringResult {
-    /// `done` or `skipped`.
-    pub outcome: String,
-    /// For `skipped`: trigger_deleted, trigger_disabled, no_actions, event_deleted,
-    /// user_filtered_out, condition_false, cancelled.
-    pub reason: Option<String>,
-    /// Action ids performed by this run.
-    #[serde(default)]
-    pub performed: Vec<i64>,
-    /// Action ids the ledger shows as performed before (retries, replays).
-    #[serde(default)]
-    pub already_performed: Vec<i64>,
-}
-
-/// The final state of an outbox row, recorded by `record_outcome` and returned as the
-/// workflow's result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Outcome {
-    pub outbox_id: i64,
-    pub generation: i32,
-    /// done, skipped, failed or cancelled.
-    pub state: String,
-    pub reason: Option<String>,
-    pub error: Option<String>,
-    #[serde(default)]
-    pub performed: Vec<i64>,
-}
+use crate::outbox::{FiringResult, Outcome, State, WorkflowInput};
 
 /// Timeouts and retries of the activities, from the daemon's configuration. They are not
 /// part of the history's command sequence, so changing them needs no patch.
@@ -98,10 +66,11 @@ impl TriggerWorkflow {
         input: WorkflowInput,
     ) -> WorkflowResult<Outcome> {
         let settings = ctx.state(|w| w.settings.clone());
-        let outcome = |state: &str, reason: Option<String>, error: Option<String>| Outcome {
+        let outcome = |state: State, reason: Option<String>, error: Option<String>| Outcome {
             outbox_id: input.outbox_id,
             generation: input.generation,
-            state: state.to_owned(),
+            firing_uuid: input.firing_uuid.clone(),
+            state,
             reason,
             error,
             performed: Vec::new(),
@@ -115,12 +84,12 @@ impl TriggerWorkflow {
         if let Some(wait) = wait
             && ctx.timer(wait).await == TimerResult::Cancelled
         {
-            let cancelled = outcome("cancelled", None, None);
+            let cancelled = outcome(State::Cancelled, None, None);
             record(ctx, &settings, cancelled.clone()).await?;
             return Ok(cancelled);
         }
         if ctx.cancellation_token().is_cancelled() {
-            let cancelled = outcome("cancelled", None, None);
+            let cancelled = outcome(State::Cancelled, None, None);
             record(ctx, &settings, cancelled.clone()).await?;
             return Ok(cancelled);
         }
@@ -146,21 +115,21 @@ impl TriggerWorkflow {
         let final_outcome = match result {
             Ok(firing) if firing.outcome == "done" => Outcome {
                 performed: firing.performed,
-                ..outcome("done", None, None)
+                ..outcome(State::Done, None, None)
             },
             Ok(firing) if firing.outcome == "skipped" => {
                 let reason = firing.reason.or_else(|| Some("unspecified".into()));
-                outcome("skipped", reason, None)
+                outcome(State::Skipped, reason, None)
             }
             Ok(firing) => outcome(
-                "failed",
+                State::Failed,
                 None,
                 Some(format!(
                     "unknown outcome {:?} from the Python worker",
                     firing.outcome
                 )),
             ),
-            Err(err) => outcome("failed", None, Some(failure_message(&err))),
+            Err(err) => outcome(State::Failed, None, Some(failure_message(&err))),
         };
         record(ctx, &settings, final_outcome.clone()).await?;
         Ok(final_outcome)
@@ -204,7 +173,7 @@ async fn record(
 
 /// Rust activities on the daemon's own task queue: outbox bookkeeping.
 pub struct OutboxActivities {
-    pub pool: Pool,
+    pub db: Db,
     pub metrics: Metrics,
 }
 
@@ -213,12 +182,15 @@ impl OutboxActivities {
     #[activity(name = "trigger_relay.record_outcome")]
     pub async fn record_outcome(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         outcome: Outcome,
     ) -> Result<bool, ActivityError> {
+        let info = ctx.info();
+        let workflow_id = info.workflow_id.as_deref().unwrap_or_default();
+        let run_id = info.workflow_run_id.as_deref().unwrap_or_default();
         let applied = self
-            .metrics
-            .postgres("record_outcome", db::record_outcome(&self.pool, &outcome))
+            .db
+            .record_outcome(&outcome, workflow_id, run_id)
             .await?;
         if applied {
             self.metrics
@@ -229,7 +201,7 @@ impl OutboxActivities {
         tracing::info!(
             outbox_id = outcome.outbox_id,
             generation = outcome.generation,
-            state = outcome.state,
+            state = outcome.state.as_str(),
             reason = outcome.reason,
             error = outcome.error,
             performed = ?outcome.performed,

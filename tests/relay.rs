@@ -370,29 +370,39 @@ async fn sigkill_mid_batch_loses_and_doubles_nothing() {
     db.drop_db().await;
 }
 
-/// SPEC §4.5: rows that can never start are failed with their error; the rows after them start.
+/// SPEC §4.5: rows that can never start are failed alone, each with a reason naming the
+/// problem, while 100 rows behind them start without the relay backing off; a number
+/// beyond f64 is carried exactly, not treated as poison (issue 6, items 0 and 6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_rows_fail_without_blocking_others() {
     let db = TestDb::create().await;
     let temporal = TemporalServer::start().await;
     let pg = db.connect().await;
-    // Relay-side check (empty user pk) and Temporal's own refusal (a 3 MB input, over the
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    // Relay-side checks (empty user pk, a context 200 levels deep, an infinite due time,
+    // which made `Row::get` panic before) and Temporal's own refusal (a 3 MB input, over the
     // server's 2 MB blob limit, with the relay's own limit raised so the server decides).
-    pg.batch_execute(
+    pg.batch_execute(&format!(
         "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
          VALUES (1, 1, '', now());
          INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, context, due_at)
-         VALUES (1, 1, 'big', jsonb_build_object('blob', repeat('x', 3000000)), now());",
-    )
+         VALUES (1, 1, 'deep', '{{\"n\": {deep}}}', now());
+         INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
+         VALUES (1, 1, 'infinity', 'infinity');
+         INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, context, due_at)
+         VALUES (1, 1, 'big', jsonb_build_object('blob', repeat('x', 3000000)), now());
+         INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, context, due_at)
+         VALUES (1, 1, 'huge-number', '{{\"n\": 1e400, \"m\": 1180591620717411303424}}', now());"
+    ))
     .await
     .expect("insert poison rows");
-    let good = db.insert_rows(20).await;
+    let good = db.insert_rows(100).await;
     let relay = RelayProcess::spawn(
         &db.url,
         &temporal.address(),
         &[
-            ("TRIGGER_RELAY_MAX_INPUT_BYTES", "10000000"),
-            ("TRIGGER_RELAY_BATCH_SIZE", "5"),
+            ("TRIGGER_RELAY_MAX_INPUT_BYTES", "4000000"),
+            ("TRIGGER_RELAY_BATCH_SIZE", "10"),
         ],
     );
     db.wait_all_dispatched(Duration::from_secs(60)).await;
@@ -409,14 +419,21 @@ async fn poison_rows_fail_without_blocking_others() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed.len(), 4, "{failed:?}");
     assert!(failed[0].1.contains("user_pk is empty"), "{failed:?}");
-    assert!(failed[1].1.contains("rejected by Temporal"), "{failed:?}");
+    assert!(
+        failed[1]
+            .1
+            .contains("column context nests deeper than 64 levels"),
+        "{failed:?}"
+    );
+    assert!(failed[2].1.contains("column due_at"), "{failed:?}");
+    assert!(failed[3].1.contains("rejected by Temporal"), "{failed:?}");
     assert_eq!(
         relay
             .metric("trigger_relay_rows_failed_total{reason=\"bad_payload\"}")
             .await,
-        1.0
+        3.0
     );
     assert_eq!(
         relay
@@ -424,13 +441,69 @@ async fn poison_rows_fail_without_blocking_others() {
             .await,
         1.0
     );
+    // The refused row was the row's own fault: no start error, so no backoff, for the rest.
+    assert_eq!(
+        relay
+            .metric("trigger_relay_temporal_errors_total{operation=\"start_workflow\"}")
+            .await,
+        0.0
+    );
+    // The number beyond f64 and the one beyond 64 bits reach Temporal exactly as stored.
+    let huge_workflow: String = pg
+        .query_one(
+            "SELECT workflow_id FROM trigger_relay_outbox WHERE user_pk = 'huge-number'",
+            &[],
+        )
+        .await
+        .expect("huge-number row")
+        .get(0);
+    let input = workflow_input_json(&temporal, &huge_workflow).await;
+    assert!(input.contains(&format!("1{}", "0".repeat(400))), "{input}");
+    assert!(input.contains("1180591620717411303424"), "{input}");
     let status = relay_cli(&db.url, &["status", "--json"]);
     assert!(status.status.success());
     let doc: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
-    assert_eq!(doc["failed"], 2);
+    assert_eq!(doc["failed"], 4);
     assert_eq!(doc["backlog"], 0);
-    assert_eq!(doc["recent_failures"].as_array().map(Vec::len), Some(2));
+    assert_eq!(doc["recent_failures"].as_array().map(Vec::len), Some(4));
+    // The daemon never died on them.
+    assert_eq!(relay.ready().await, Some(true));
     db.drop_db().await;
+}
+
+/// Issue 6 item 6: what Temporal would refuse for every row is refused at start, naming the
+/// variable, instead of failing rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfiguration_is_refused_at_start() {
+    for (variable, value, expected) in [
+        (
+            "TRIGGER_RELAY_TEMPORAL_TASK_QUEUE",
+            "",
+            "TRIGGER_RELAY_TEMPORAL_TASK_QUEUE must not be empty",
+        ),
+        (
+            "TRIGGER_RELAY_DJANGO_TASK_QUEUE",
+            " ",
+            "TRIGGER_RELAY_DJANGO_TASK_QUEUE must not be empty",
+        ),
+        (
+            "TRIGGER_RELAY_MAX_INPUT_BYTES",
+            "10000000",
+            "TRIGGER_RELAY_MAX_INPUT_BYTES must be 1 to",
+        ),
+    ] {
+        let output = relay_run_output(&[(variable, value)]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{variable}={value:?} was accepted"
+        );
+        assert!(stderr.contains(expected), "{variable}: {stderr}");
+    }
+    let long_queue = "q".repeat(1001);
+    let output = relay_run_output(&[("TRIGGER_RELAY_TEMPORAL_TASK_QUEUE", &long_queue)]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at most 1000"));
 }
 
 /// SPEC §4.6: `replay --dry-run` lists and changes nothing; `replay` re-dispatches with a new
@@ -515,12 +588,13 @@ async fn replay_by_hand() {
     let client = temporal.client().await;
     let ids_in_temporal = wait_workflow_ids(&client, 5, Duration::from_secs(30)).await;
     let set = assert_unique(&ids_in_temporal);
-    assert!(set.contains(&format!("trigger-outbox-{}-g1", ids[0])));
-    assert!(set.contains(&format!("trigger-outbox-{}-g1", ids[1])));
-    assert!(
-        set.contains(&format!("trigger-outbox-{}-g0", ids[0])),
-        "history of g0 kept"
-    );
+    // Ids are `{prefix}-{row}-g{generation}-{firing uuid}` (schema version 3).
+    let has = |id: i64, generation: u8| {
+        set.iter()
+            .any(|w| w.starts_with(&format!("trigger-outbox-{id}-g{generation}-")))
+    };
+    assert!(has(ids[0], 1) && has(ids[1], 1), "{set:?}");
+    assert!(has(ids[0], 0), "history of g0 kept");
     assert_eq!(relay.metric("trigger_relay_replays_total").await, 2.0);
     db.drop_db().await;
 }
@@ -696,7 +770,16 @@ async fn worker_and_relay_wait_for_a_missing_namespace() {
 
     db.wait_all_dispatched(Duration::from_secs(60)).await;
     // The restarted worker runs the workflows: each reaches its Python activity.
-    let workflow_id = format!("trigger-outbox-{}-g0", ids[0]);
+    let workflow_id: String = db
+        .connect()
+        .await
+        .query_one(
+            "SELECT workflow_id FROM trigger_relay_outbox WHERE id = $1",
+            &[&ids[0]],
+        )
+        .await
+        .expect("workflow id")
+        .get(0);
     wait_for(
         "the worker to run the workflow",
         Duration::from_secs(60),
@@ -724,5 +807,269 @@ async fn worker_and_relay_wait_for_a_missing_namespace() {
     )
     .await;
     relay.wait_ready().await;
+    db.drop_db().await;
+}
+
+/// `temporal workflow <args>` against the test's dev server; its stdout.
+fn temporal_cli(temporal: &TemporalServer, args: &[&str]) -> String {
+    let output = std::process::Command::new(temporal_bin())
+        .args(["workflow"])
+        .args(args)
+        .args(["--address", &format!("127.0.0.1:{}", temporal.port)])
+        .args(["--output", "json"])
+        .output()
+        .expect("temporal CLI");
+    assert!(
+        output.status.success(),
+        "temporal workflow {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn wait_workflow_closed(temporal: &TemporalServer, workflow_id: &str) {
+    wait_for("the workflow to close", Duration::from_secs(60), || async {
+        let described = temporal_cli(temporal, &["describe", "--workflow-id", workflow_id]);
+        (!described.contains("WORKFLOW_EXECUTION_STATUS_RUNNING")).then_some(())
+    })
+    .await;
+}
+
+/// Issue 6 item 2: after `TRUNCATE ... RESTART IDENTITY` (as after a point-in-time restore
+/// or a cloned staging database) a new row reuses an old row's id. Its firing gets a
+/// workflow of its own, and the old firing's workflow, when it ends, does not write its
+/// outcome onto the new row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_row_id_gets_its_own_workflow() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let relay = RelayProcess::spawn(
+        &db.url,
+        &temporal.address(),
+        &[("TRIGGER_RELAY_POLL_INTERVAL", "1s")],
+    );
+    relay.wait_ready().await;
+    let pg = db.connect().await;
+    let insert = "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
+                  VALUES (1, 1, '7', now() + interval '1 hour') RETURNING id";
+    let first_id: i64 = pg.query_one(insert, &[]).await.expect("insert").get(0);
+    db.wait_all_dispatched(Duration::from_secs(30)).await;
+    let workflow_of = |id: i64| {
+        let pg = &pg;
+        async move {
+            pg.query_one(
+                "SELECT workflow_id, state FROM trigger_relay_outbox WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .expect("row")
+        }
+    };
+    let (old_workflow, _) = workflow_of(first_id).await;
+
+    pg.batch_execute("TRUNCATE trigger_relay_outbox RESTART IDENTITY CASCADE")
+        .await
+        .expect("truncate");
+    let second_id: i64 = pg.query_one(insert, &[]).await.expect("insert").get(0);
+    assert_eq!(second_id, first_id, "the identity restarted");
+    db.wait_all_dispatched(Duration::from_secs(30)).await;
+    let (new_workflow, _) = workflow_of(second_id).await;
+    assert_ne!(
+        new_workflow, old_workflow,
+        "the new firing must not be taken for the old one's workflow"
+    );
+    let described = temporal_cli(&temporal, &["describe", "--workflow-id", &new_workflow]);
+    assert!(
+        described.contains("WORKFLOW_EXECUTION_STATUS_RUNNING"),
+        "{described}"
+    );
+    assert_eq!(
+        relay
+            .metric("trigger_relay_workflows_started_total{result=\"already_started\"}")
+            .await,
+        0.0
+    );
+
+    // The old firing's workflow is cancelled while waiting: it records `cancelled`, for its
+    // own firing only.
+    temporal_cli(&temporal, &["cancel", "--workflow-id", &old_workflow]);
+    wait_workflow_closed(&temporal, &old_workflow).await;
+    let (_, state) = workflow_of(second_id).await;
+    assert_eq!(
+        state, "dispatched",
+        "the old workflow wrote onto the new row"
+    );
+    drop(relay);
+    db.drop_db().await;
+}
+
+/// Issue 6 item 3: a workflow terminated by an operator leaves no row `dispatched` forever:
+/// the reconciler fails it with the reason, and `replay` starts it again, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_workflow_fails_its_row_and_replay_restarts_it() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let relay = RelayProcess::spawn(
+        &db.url,
+        &temporal.address(),
+        &[
+            ("TRIGGER_RELAY_POLL_INTERVAL", "1s"),
+            ("TRIGGER_RELAY_RECONCILE_INTERVAL", "1s"),
+            ("TRIGGER_RELAY_RECONCILE_AFTER", "2s"),
+        ],
+    );
+    relay.wait_ready().await;
+    let pg = db.connect().await;
+    let id: i64 = pg
+        .query_one(
+            "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
+             VALUES (1, 1, '7', now() + interval '7 days') RETURNING id",
+            &[],
+        )
+        .await
+        .expect("insert")
+        .get(0);
+    db.wait_all_dispatched(Duration::from_secs(30)).await;
+    // Still running, waiting for its due time: the reconciler leaves it alone.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(db.state_of(id).await, "dispatched");
+    let workflow_id: String = pg
+        .query_one(
+            "SELECT workflow_id FROM trigger_relay_outbox WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("row")
+        .get(0);
+
+    temporal_cli(
+        &temporal,
+        &[
+            "terminate",
+            "--workflow-id",
+            &workflow_id,
+            "--reason",
+            "operator",
+        ],
+    );
+    let error = wait_for(
+        "the reconciler to fail the row",
+        Duration::from_secs(30),
+        || async {
+            let row = pg
+                .query_one(
+                    "SELECT state, last_error FROM trigger_relay_outbox WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .ok()?;
+            (row.get::<_, String>(0) == "failed").then(|| row.get::<_, String>(1))
+        },
+    )
+    .await;
+    assert!(error.contains("workflow_terminated"), "{error}");
+    assert!(error.contains(&workflow_id), "{error}");
+    assert_eq!(
+        relay
+            .metric("trigger_relay_reconciled_total{result=\"failed\"}")
+            .await,
+        1.0
+    );
+
+    let replayed = relay_cli(&db.url, &["replay", "--id", &id.to_string()]);
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    db.wait_all_dispatched(Duration::from_secs(30)).await;
+    let (generation, new_workflow): (i32, String) = pg
+        .query_one(
+            "SELECT generation, workflow_id FROM trigger_relay_outbox WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("row");
+    assert_eq!(generation, 1);
+    assert_ne!(new_workflow, workflow_id);
+    let described = temporal_cli(&temporal, &["describe", "--workflow-id", &new_workflow]);
+    assert!(
+        described.contains("WORKFLOW_EXECUTION_STATUS_RUNNING"),
+        "{described}"
+    );
+    // Started once: the replayed row is not failed again while its new workflow runs.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(db.state_of(id).await, "dispatched");
+    drop(relay);
+    db.drop_db().await;
+}
+
+/// Issue 6 item 0: a task of the daemon that dies (here a panic injected into the relay
+/// task, as a decoding panic did before) ends the process non-zero instead of leaving a
+/// ready process that relays nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_task_ends_the_process() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    for task in ["relay", "listener", "stats"] {
+        let mut relay = RelayProcess::spawn(
+            &db.url,
+            &temporal.address(),
+            &[("TRIGGER_RELAY_TEST_PANIC_TASK", task)],
+        );
+        let status = wait_for(
+            "the daemon to exit after the task died",
+            Duration::from_secs(60),
+            || {
+                let exited = relay.try_wait();
+                async move { exited }
+            },
+        )
+        .await;
+        assert!(!status.success(), "{task}: exited with {status:?}");
+    }
+    db.drop_db().await;
+}
+
+/// Issue 6 item 7: a bad value in an environment variable is reported with the variable's
+/// name, not only the flag's.
+#[test]
+fn a_bad_environment_value_names_its_variable() {
+    let output = relay_run_output(&[("TRIGGER_RELAY_POLL_INTERVAL", "abc")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--poll-interval"), "{stderr}");
+    assert!(stderr.contains("TRIGGER_RELAY_POLL_INTERVAL"), "{stderr}");
+}
+
+/// Issue 6 item 7: `cancel` exits non-zero when a workflow could not be asked to cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reports_failed_requests() {
+    let db = TestDb::create().await;
+    let temporal = TemporalServer::start().await;
+    let pg = db.connect().await;
+    let id: i64 = pg
+        .query_one(
+            "INSERT INTO trigger_relay_outbox
+                 (event_id, trigger_id, user_pk, due_at, state, workflow_id, dispatched_at)
+             VALUES (1, 1, '7', now(), 'dispatched', 'no-such-workflow', now()) RETURNING id",
+            &[],
+        )
+        .await
+        .expect("insert")
+        .get(0);
+    let mut cmd = std::process::Command::new(relay_bin());
+    cmd.args(["cancel", "--id", &id.to_string()])
+        .env("TRIGGER_RELAY_DATABASE_URL", &db.url)
+        .env("TRIGGER_RELAY_TEMPORAL_ADDRESS", temporal.address())
+        .env("TRIGGER_RELAY_LOG_FORMAT", "text");
+    let output = output_within(cmd, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("workflow cancellation failed"), "{stdout}");
+    assert!(!output.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("run cancel again"), "{stderr}");
     db.drop_db().await;
 }

@@ -11,8 +11,8 @@ use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
 use trigger_relay::histories::{self, HistoryError};
-use trigger_relay::outbox::WorkflowInput;
-use trigger_relay::workflow::{DjangoActivities, Outcome, WorkflowSettings};
+use trigger_relay::outbox::{Outcome, State, WorkflowInput};
+use trigger_relay::workflow::{DjangoActivities, WorkflowSettings};
 
 fn histories_dir() -> PathBuf {
     common::repo_root().join("tests/histories")
@@ -79,7 +79,8 @@ impl CarelessTriggerWorkflow {
         Ok(Outcome {
             outbox_id: input.outbox_id,
             generation: input.generation,
-            state: firing.outcome,
+            firing_uuid: input.firing_uuid.clone(),
+            state: firing.outcome.parse().unwrap_or(State::Failed),
             reason: firing.reason,
             error: None,
             performed: firing.performed,
@@ -131,6 +132,22 @@ fn replay_histories_cli_is_a_deploy_gate() {
     assert!(
         out.contains("histories replayed, all deterministic"),
         "{out}"
+    );
+
+    // A gate that replayed nothing proved nothing: an empty directory fails it.
+    let empty = std::env::temp_dir().join(format!("trigger-relay-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).expect("temp dir");
+    let nothing =
+        common::relay_cli_env(&["replay-histories", "--dir", empty.to_str().expect("path")]);
+    let _ = std::fs::remove_dir_all(&empty);
+    assert!(
+        !nothing.status.success(),
+        "zero histories must not pass the gate"
+    );
+    assert!(
+        String::from_utf8_lossy(&nothing.stderr).contains("nothing to replay"),
+        "{}",
+        String::from_utf8_lossy(&nothing.stderr)
     );
 
     // A history whose recorded activity type is not what the code schedules.

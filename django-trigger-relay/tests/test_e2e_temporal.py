@@ -198,7 +198,9 @@ def test_committed_firing_becomes_one_dispatched_row_and_workflow(
         row = wait_for_dispatch(pending.pk, daemon, log)
 
     assert row.state == OutboxRow.State.DISPATCHED
-    assert row.workflow_id == f"{prefix}-{row.pk}-g0"
+    # Schema 3: the firing's uuid makes the id unique per firing, not per row number.
+    assert row.firing_uuid is not None
+    assert row.workflow_id == f"{prefix}-{row.pk}-g0-{row.firing_uuid}"
     assert row.dispatched_at is not None
     description, workflow_input = run_async(_describe(temporal_address, row.workflow_id))
     assert description.workflow_type == WORKFLOW_TYPE
@@ -207,10 +209,18 @@ def test_committed_firing_becomes_one_dispatched_row_and_workflow(
     assert description.status == WorkflowExecutionStatus.RUNNING
     assert {
         key: workflow_input[key]
-        for key in ("outbox_id", "generation", "event_id", "trigger_id", "user_pk", "context")
-    } == {
+        for key in (
+            "outbox_id",
+            "generation",
+            "firing_uuid",
+            "event_id",
+            "trigger_id",
+            "user_pk",
+        )
+    } | {"context": json.loads(workflow_input["context_json"])} == {
         "outbox_id": row.pk,
         "generation": 0,
+        "firing_uuid": str(row.firing_uuid),
         "event_id": event.pk,
         "trigger_id": event.trigger_id,
         "user_pk": str(tx_user.pk),

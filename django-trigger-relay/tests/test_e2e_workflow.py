@@ -58,6 +58,7 @@ from triggers.models import Activity
 from triggers.models import Trigger
 
 from trigger_relay.activities import PERFORM_FIRING
+from trigger_relay.context import MAX_CONTEXT_DEPTH
 from trigger_relay.ledger import LedgerEntry
 from trigger_relay.models import OutboxRow
 
@@ -736,7 +737,7 @@ class TestFiring:
 
         (row,) = wait_final(harness, [row], generation=1)
         assert (row.state, row.skip_reason, row.last_error) == ("done", None, None)
-        assert row.workflow_id == f"{harness.workflow_id_prefix}-{row.pk}-g1"
+        assert row.workflow_id == f"{harness.workflow_id_prefix}-{row.pk}-g1-{row.firing_uuid}"
         assert row.workflow_id != first_workflow
         assert list(SentEmail.objects.values_list("pk", "subject")) == emails
         assert list(LedgerEntry.objects.filter(outbox_id=row.pk).values()) == ledger
@@ -847,6 +848,130 @@ class TestFiring:
         assert action_count(trigger, user) == 1
         result = harness.result(row.workflow_id)
         assert result["performed"] == [first.pk, second.pk, third.pk]
+
+    def test_integer_beyond_64_bits_reaches_the_action_exactly(self, harness: Harness) -> None:
+        """SPEC §2.2: an integer context value beyond 64 bits (2**70) goes through the outbox,
+        the daemon (which passes the context on as raw JSON), Temporal and the Python worker,
+        and the action receives exactly that int (not a float, not a rounded value)."""
+        exact = 2**70
+        assert exact == 1180591620717411303424
+        user = make_user("big-int")
+        trigger = make_trigger("e2e big integer")
+        event = task_event(trigger, dt.timedelta())
+        SendEmailAction.objects.create(
+            trigger=trigger, subject="n={{ n }}", body="{{ n }} {{ negative }} {{ nested.0 }}"
+        )
+        (row,) = fire(event, user, n=exact, negative=-exact, nested=[exact])
+
+        (row,) = wait_final(harness, [row])
+
+        assert (row.state, row.skip_reason, row.last_error) == ("done", None, None)
+        # Hop by hop, in the order of the trip, so that a failure says which one rounded it:
+        # the relay's start of the workflow, then the workflow's call of perform_firing.
+        history = harness.history(row.workflow_id)
+        (started,) = events_of(history, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED)
+        hops = [("workflow input", started.workflow_execution_started_event_attributes.input)]
+        hops += [
+            ("perform_firing input", scheduled.activity_task_scheduled_event_attributes.input)
+            for scheduled in events_of(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+            if scheduled.activity_task_scheduled_event_attributes.activity_type.name
+            == PERFORM_FIRING
+        ]
+        assert [name for name, _ in hops] == ["workflow input", "perform_firing input"]
+        for name, payloads in hops:
+            data = payloads.payloads[0].data
+            # An int, not a float: 2**70 is a power of two, so the float compares equal.
+            n = json.loads(json.loads(data)["context_json"])["n"]
+            assert (type(n), n) == (int, exact), f"{name}: {data!r}"
+        # What the action got: an int, exactly (Django renders a float 1.18e21 as
+        # 1180591620717411300000).
+        (email,) = SentEmail.objects.filter(user=user)
+        assert email.subject == "n=1180591620717411303424"
+        assert email.body == "1180591620717411303424 -1180591620717411303424 1180591620717411303424"
+        received = email.context
+        assert (type(received["n"]), received["n"]) == (int, exact)
+        assert (received["negative"], received["nested"]) == (-exact, [exact])
+
+    def test_context_depth_limit_is_the_daemons(self, harness: Harness) -> None:
+        """SPEC §2.2, §4.5: the deepest context fire() accepts (MAX_CONTEXT_DEPTH levels, the
+        context object being the first) is relayed and reaches the action unchanged; one
+        level more, written to the outbox without fire(), is failed by the daemon with a
+        reason naming the context column. So fire() refuses exactly what the relay would."""
+        user = make_user("deep-context")
+        trigger = make_trigger("e2e deep context")
+        event = task_event(trigger, dt.timedelta())
+        SendEmailAction.objects.create(trigger=trigger, subject="deep", body="deep")
+        deepest = nested_value(MAX_CONTEXT_DEPTH - 1)  # + the context object = the limit
+        (accepted,) = fire(event, user, deep=deepest)
+        with pytest.raises(TypeError, match="MAX_CONTEXT_DEPTH"):
+            fire(event, user, deep=[deepest])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, context, due_at)"
+                " VALUES (%s, %s, %s, %s::jsonb, now()) RETURNING id",
+                [event.pk, trigger.pk, str(user.pk), json.dumps({"deep": [deepest]})],
+            )
+            (too_deep_id,) = cursor.fetchone()
+
+        accepted, too_deep = wait_final(harness, [accepted, OutboxRow(pk=too_deep_id)])
+
+        assert (accepted.state, accepted.last_error) == ("done", None)
+        (email,) = SentEmail.objects.filter(user=user)
+        assert email.context["deep"] == deepest
+        assert too_deep.state == "failed"
+        assert "context" in (too_deep.last_error or ""), too_deep.last_error
+
+    def test_workflow_of_a_reused_row_id_performs_nothing(self, harness: Harness) -> None:
+        """SPEC §4.3, §3.1, §3.4: a database restored to before a firing (its row gone, the id
+        sequence set back) while the firing's workflow waits on its timer; a new firing then
+        gets the same row id. The old workflow, due first, finds another firing in the row
+        (firing_uuid) and performs nothing (skipped firing_mismatch) without recording
+        anything on the new row; the new firing is performed once, at its own due time."""
+        user = make_user("reused-id")
+        trigger = make_trigger("e2e reused row id")
+        action = record_action(trigger, "new firing only")
+        old_event = task_event(trigger, dt.timedelta(seconds=3))
+        (old,) = fire(old_event, user, task_id=1, task_title="old", task_important=False)
+        (old,) = wait_dispatched(harness, [old])
+        old_workflow = old.workflow_id
+        assert old.firing_uuid is not None
+        assert old_workflow == f"{harness.workflow_id_prefix}-{old.pk}-g0-{old.firing_uuid}"
+
+        # The restore: the row is gone and the sequence hands its id out again.
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE trigger_relay_outbox CASCADE")
+            cursor.execute(
+                "SELECT setval(pg_get_serial_sequence('trigger_relay_outbox', 'id'), %s, false)",
+                [old.pk],
+            )
+        new_event = task_event(trigger, dt.timedelta(seconds=10))
+        (new,) = fire(new_event, user, task_id=2, task_title="new", task_important=False)
+        assert new.pk == old.pk
+        assert new.firing_uuid not in (None, old.firing_uuid)
+        (new,) = wait_dispatched(harness, [new])
+        assert new.workflow_id not in (None, old_workflow)
+
+        old_result = harness.wait(
+            lambda: _closed_result(harness, old_workflow), what="the old workflow's result"
+        )
+        assert (old_result["state"], old_result["reason"]) == ("skipped", "firing_mismatch")
+        assert db_now() < new.due_at, "the old workflow took as long as the new delay; raise it"
+        key = key_of(new, action)
+        assert writes_of(key) == []
+        assert harness.journal_entries("action_wrote", action=action.pk) == []
+        current = OutboxRow.objects.get(pk=new.pk)
+        assert (current.state, current.skip_reason, current.workflow_id) == (
+            "dispatched",
+            None,
+            new.workflow_id,
+        )
+
+        (new,) = wait_final(harness, [new])
+        assert (new.state, new.skip_reason, new.last_error) == ("done", None, None)
+        (write,) = writes_of(key)
+        assert write.written_at >= new.due_at
+        assert ledger_of(new) == [(action.pk, 0, key)]
+        assert action_count(trigger, user) == 1
 
 
 # -- tests on the persistent server, restarted ----------------------------------------------
@@ -971,6 +1096,22 @@ def replay(harness: Harness, row: OutboxRow, *options: str) -> dict[str, Any]:
     assert document["dry_run"] is False
     (replayed,) = document["rows"]
     return {key: replayed[key] for key in ("id", "state", "generation", "new_generation")}
+
+
+def nested_value(levels: int) -> Any:
+    """``levels`` lists inside each other around a str holding brackets (which the daemon's
+    count must skip), built without recursion."""
+    value: Any = "[{"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def _closed_result(harness: Harness, workflow_id: str) -> dict[str, Any] | None:
+    """The workflow's result once it has completed, else None."""
+    if harness.describe(workflow_id).status != WorkflowExecutionStatus.COMPLETED:
+        return None
+    return harness.result(workflow_id)  # type: ignore[no-any-return]
 
 
 def max_overlap(entries: list[dict[str, Any]]) -> int:

@@ -17,6 +17,8 @@ from tests_support.factories import make_task
 from tests_support.factories import make_trigger
 from tests_support.factories import several_actions_per_trigger
 
+from trigger_relay.context import MAX_CONTEXT_DEPTH
+from trigger_relay.context import MAX_INT_DIGITS
 from trigger_relay.models import OutboxRow
 from trigger_relay.outbox import record_firing
 
@@ -222,3 +224,162 @@ def test_record_firing_without_delay_attribute_and_with_uuid_user_pk() -> None:
     assert stored.user_pk == "12345678-1234-5678-1234-567812345678"
     assert stored.due_at == stored.created_at == row.created_at == row.due_at
     assert (stored.event_id, stored.trigger_id) == (7, 8)
+
+
+# -- what the relay carries unchanged: depth and integers (SPEC §2.2) -----------------------
+
+
+def nested_lists(depth: int, innermost: Any = "bottom") -> Any:
+    """``depth`` lists inside each other around ``innermost``, built without recursion."""
+    value = innermost
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def stored_context(row_id: int, key: str) -> tuple[str, str]:
+    """(``context->>key``, ``jsonb_typeof``) as PostgreSQL holds them, no Python decoding."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT context->>%s, jsonb_typeof(context->%s) FROM trigger_relay_outbox "
+            "WHERE id = %s",
+            [key, key, row_id],
+        )
+        return cursor.fetchone()  # type: ignore[return-value]
+
+
+def stored_depth(row_id: int) -> int:
+    """Deepest nesting of the row's context as PostgreSQL prints it, counted as the daemon
+    counts it (src/outbox.rs ``check_context``): every ``{`` or ``[`` outside strings opens
+    a level, the context's own object being the first."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT context::text FROM trigger_relay_outbox WHERE id = %s", [row_id])
+        (text,) = cursor.fetchone()
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "}]":
+            depth -= 1
+    return deepest
+
+
+@TEMPORAL_ALL
+@pytest.mark.django_db
+def test_context_nested_to_the_limit_is_stored(user: Any) -> None:
+    """SPEC §2.2: a context MAX_CONTEXT_DEPTH levels deep, as the daemon counts the stored
+    column (its own object is level 1), is accepted and stored as it is."""
+    assert MAX_CONTEXT_DEPTH == 64  # the daemon's limit (src/outbox.rs)
+    event = make_trigger("Note on completion")
+    # context object + 62 lists + 1 dict = 64 levels; brackets in strings do not count.
+    deep = nested_lists(MAX_CONTEXT_DEPTH - 2, {"leaf": "[[{{"})
+
+    event.fire_single(user.pk, deep=deep)
+
+    row = OutboxRow.objects.get()
+    assert row.context == {"deep": deep}
+    assert stored_depth(row.pk) == MAX_CONTEXT_DEPTH
+
+
+@TEMPORAL_ALL
+@pytest.mark.django_db
+@pytest.mark.parametrize("lists", [MAX_CONTEXT_DEPTH, 10_000], ids=["65-levels", "10001-levels"])
+def test_context_nested_too_deep_raises_type_error_naming_key_and_limit(
+    user: Any, lists: int
+) -> None:
+    """SPEC §2.2: nesting the daemon would refuse (one level more than the limit: the
+    context object + 64 lists) is refused at fire(), with a clear error naming the key and
+    the limit, not RecursionError however deep; nothing is recorded."""
+    event = make_trigger("Note on completion")
+
+    with pytest.raises(TypeError) as excinfo:
+        event.fire_single(user.pk, task_id=1, deep=nested_lists(lists))
+
+    message = str(excinfo.value)
+    assert message.startswith("context key 'deep' of TaskCompletedEvent")
+    assert (
+        "nested deeper than MAX_CONTEXT_DEPTH = 64 levels of dicts and lists "
+        "(the context itself is the first)"
+    ) in message
+    # The path points at the first list beyond the limit, the 64th inside the context.
+    assert f"(at context['deep']{'[0]' * (MAX_CONTEXT_DEPTH - 1)}):" in message
+    assert OutboxRow.objects.count() == 0
+
+
+@TEMPORAL_ALL
+@pytest.mark.django_db
+def test_dicts_count_toward_the_depth_and_a_self_containing_value_is_refused(user: Any) -> None:
+    event = make_trigger("Note on completion")
+    tree: dict[str, Any] = {}
+    inner = tree
+    for _ in range(MAX_CONTEXT_DEPTH - 1):
+        inner["next"] = {}
+        inner = inner["next"]
+    with pytest.raises(TypeError, match=r"context key 'tree' .*MAX_CONTEXT_DEPTH = 64"):
+        event.fire_single(user.pk, tree=tree)  # context object + 64 dicts
+
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(TypeError, match=r"context key 'loop' .*MAX_CONTEXT_DEPTH = 64"):
+        event.fire_single(user.pk, loop=loop)
+    assert OutboxRow.objects.count() == 0
+
+
+@TEMPORAL_ALL
+@pytest.mark.django_db
+def test_integer_beyond_64_bits_is_stored_exactly(user: Any) -> None:
+    """SPEC §2.2: integers are carried exactly (the daemon passes the context on as raw
+    JSON), so 2**70 is accepted and stored as that very number, not as a float."""
+    event = make_trigger("Note on completion")
+
+    event.fire_single(user.pk, n=2**70, negative=-(2**70))
+
+    row = OutboxRow.objects.get()
+    assert stored_context(row.pk, "n") == ("1180591620717411303424", "number")
+    assert stored_context(row.pk, "negative") == ("-1180591620717411303424", "number")
+    assert type(row.context["n"]) is int
+    assert row.context == {"n": 1180591620717411303424, "negative": -1180591620717411303424}
+
+
+@TEMPORAL_ALL
+@pytest.mark.django_db
+def test_integers_up_to_max_int_digits_are_stored_exactly(user: Any) -> None:
+    event = make_trigger("Note on completion")
+    largest = 10**MAX_INT_DIGITS - 1  # 4000 nines
+
+    event.fire_single(user.pk, big=[largest, -largest])
+
+    assert OutboxRow.objects.get().context == {"big": [largest, -largest]}
+
+
+@TEMPORAL_ALL
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "value",
+    [10**MAX_INT_DIGITS, -(10**MAX_INT_DIGITS), 10**5000],
+    ids=["4001-digits", "negative-4001-digits", "5001-digits"],
+)
+def test_integer_with_too_many_digits_raises_type_error_naming_key(user: Any, value: int) -> None:
+    """More than MAX_INT_DIGITS digits: a clear error naming the key, not json.dumps'
+    ValueError about int_max_str_digits (beyond 4300 digits)."""
+    event = make_trigger("Note on completion")
+
+    with pytest.raises(TypeError) as excinfo:
+        event.fire_single(user.pk, ok=1, counts={"huge": value})
+
+    message = str(excinfo.value)
+    assert message.startswith("context key 'counts' of TaskCompletedEvent")
+    assert "(at context['counts']['huge']): integer with more than 4000 digits" in message
+    assert "as a str" in message
+    assert OutboxRow.objects.count() == 0

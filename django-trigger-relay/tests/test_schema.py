@@ -172,3 +172,56 @@ def test_migration_reverses_and_reapplies(psql_reference: str) -> None:
 def test_no_missing_migrations() -> None:
     """SPEC §2.1: the add-on, the example app and dj-triggers' models match their migrations."""
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_schema_3_leaves_existing_rows_without_a_firing_uuid() -> None:
+    """SPEC §4.3: rows recorded before schema 3 keep firing_uuid NULL (a relay of the
+    previous release may have started them under their old workflow id); rows recorded
+    after it get a uuid of their own from the database."""
+    insert = (
+        "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at) "
+        "VALUES (1, 1, %s, now()) RETURNING id"
+    )
+    call_command("migrate", "trigger_relay", "0002", verbosity=0)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(insert, ["before"])
+            (before,) = cursor.fetchone()
+        call_command("migrate", "trigger_relay", "0003", verbosity=0)
+        with connection.cursor() as cursor:
+            cursor.execute(insert, ["after"])
+            (after,) = cursor.fetchone()
+            cursor.execute(
+                "SELECT id, firing_uuid FROM trigger_relay_outbox WHERE id IN (%s, %s) ORDER BY id",
+                [before, after],
+            )
+            rows = dict(cursor.fetchall())
+            cursor.execute("SELECT max(version) FROM trigger_relay_schema_version")
+            (version,) = cursor.fetchone()
+    finally:
+        call_command("migrate", "trigger_relay", verbosity=0)
+    assert rows[before] is None
+    assert rows[after] is not None
+    assert version == 3
+
+
+@pytest.mark.django_db
+def test_migration_state_of_the_unmanaged_models_matches_the_models() -> None:
+    """``makemigrations --check`` ignores fields of unmanaged models, so a column added to
+    ``OutboxRow`` without its state operation would go unnoticed: compare them here."""
+    from django.apps import apps
+
+    state = MigrationLoader(connection).project_state()
+    for name in ("outboxrow", "ledgerentry"):
+        migrated = state.models["trigger_relay", name]
+        model = apps.get_model("trigger_relay", name)
+        expected = {field.name: field.deconstruct()[1:] for field in model._meta.local_fields}
+        if model._meta.pk.name not in expected:  # a composite primary key is no local field
+            expected[model._meta.pk.name] = model._meta.pk.deconstruct()[1:]
+        actual = {
+            field_name: field.deconstruct()[1:] for field_name, field in migrated.fields.items()
+        }
+        assert actual.keys() == expected.keys(), name
+        for field_name, deconstructed in expected.items():
+            assert actual[field_name] == deconstructed, f"{name}.{field_name}"

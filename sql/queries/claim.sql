@@ -2,6 +2,8 @@
 -- FOR UPDATE SKIP LOCKED lets replicas claim disjoint rows without waiting on each other; the
 -- lease (claimed_until) keeps a claimed row away from other replicas after this short
 -- transaction commits, and hands it back if this replica dies before recording the outcome.
+-- The context is read as text and carried to the workflow verbatim (exact numbers, any
+-- depth); timestamps are decoded one row at a time, so one undecodable row fails alone.
 WITH claimable AS (
     SELECT id
     FROM trigger_relay_outbox
@@ -17,5 +19,5 @@ SET claimed_by = $2,
     attempts = o.attempts + 1
 FROM claimable
 WHERE o.id = claimable.id
-RETURNING o.id, o.generation, o.event_id, o.trigger_id, o.user_pk, o.context,
-          o.created_at, o.due_at, o.attempts
+RETURNING o.id, o.generation, o.firing_uuid::text AS firing_uuid, o.event_id, o.trigger_id,
+          o.user_pk, o.context::text AS context, o.created_at, o.due_at, o.attempts

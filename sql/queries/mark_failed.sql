@@ -6,3 +6,4 @@ SET state = 'failed',
     claimed_by = NULL,
     claimed_until = NULL
 WHERE id = $1 AND generation = $2 AND state = 'pending'
+RETURNING id

@@ -13,4 +13,4 @@ WHERE ($1::bigint[] IS NULL OR id = ANY($1))
   AND state <> 'pending'
   AND (state <> 'dispatched' OR $8::bool)
 ORDER BY id
-FOR UPDATE
+

@@ -9,19 +9,19 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::db::NOTIFY_CHANNEL;
+use crate::db::{NOTIFY_CHANNEL, PgTarget};
 use crate::metrics::{Metrics, WakeSource};
 
-/// How often the idle LISTEN connection proves it is alive; a half-open TCP connection would
-/// otherwise swallow notifications until keepalives notice.
-const LIVENESS_CHECK: Duration = Duration::from_secs(15);
-
+/// `liveness`: how often the idle LISTEN connection proves it is alive (a half-open TCP
+/// connection would otherwise swallow notifications until the kernel notices); a check that
+/// takes longer than that drops the connection.
 pub async fn run(
-    pg: tokio_postgres::Config,
+    pg: PgTarget,
+    liveness: Duration,
     wake: mpsc::Sender<WakeSource>,
     metrics: Metrics,
     mut backoff: Backoff,
@@ -30,7 +30,7 @@ pub async fn run(
     loop {
         let lost = tokio::select! {
             _ = cancel.cancelled() => return,
-            lost = listen_once(&pg, &wake, &metrics, &mut backoff, &cancel) => lost,
+            lost = listen_once(&pg, liveness, &wake, &metrics, &mut backoff, &cancel) => lost,
         };
         metrics.listener_connected.set(0);
         if cancel.is_cancelled() {
@@ -47,15 +47,28 @@ pub async fn run(
 
 /// Connects, listens and forwards notifications until the connection fails; returns why.
 async fn listen_once(
-    pg: &tokio_postgres::Config,
+    pg: &PgTarget,
+    liveness_period: Duration,
     wake: &mpsc::Sender<WakeSource>,
     metrics: &Metrics,
     backoff: &mut Backoff,
     cancel: &CancellationToken,
 ) -> String {
-    let (client, mut connection) = match metrics.postgres("listen", pg.connect(NoTls)).await {
+    let bound = pg
+        .config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(liveness_period);
+    let connect = async {
+        match tokio::time::timeout(bound, pg.config.connect(pg.tls.clone())).await {
+            Ok(Ok(pair)) => Ok(pair),
+            Ok(Err(err)) => Err(format!("cannot connect to {}: {err}", pg.describe())),
+            Err(_) => Err(format!("cannot connect to {}: timed out", pg.describe())),
+        }
+    };
+    let (client, mut connection) = match metrics.postgres("listen", connect).await {
         Ok(pair) => pair,
-        Err(err) => return format!("cannot connect: {err}"),
+        Err(reason) => return reason,
     };
     // The connection object yields notifications and must be polled for the client to work.
     let (note_tx, mut note_rx) = mpsc::unbounded_channel::<()>();
@@ -74,12 +87,18 @@ async fn listen_once(
         }
         "connection closed by the server".to_owned()
     });
-    if let Err(err) = client
-        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
-        .await
-    {
-        driver.abort();
-        return format!("LISTEN failed: {err}");
+    let statement = format!("LISTEN {NOTIFY_CHANNEL}");
+    let listen = tokio::time::timeout(liveness_period, client.batch_execute(&statement));
+    match listen.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            driver.abort();
+            return format!("LISTEN failed: {err}");
+        }
+        Err(_) => {
+            driver.abort();
+            return "LISTEN timed out".to_owned();
+        }
     }
     metrics.listener_connected.set(1);
     backoff.reset();
@@ -90,7 +109,7 @@ async fn listen_once(
     // Whatever was committed while we were not listening is found by an immediate drain.
     let _ = wake.try_send(WakeSource::Reconnect);
 
-    let mut liveness = tokio::time::interval(LIVENESS_CHECK);
+    let mut liveness = tokio::time::interval(liveness_period);
     liveness.tick().await;
     let reason = loop {
         tokio::select! {
@@ -101,7 +120,7 @@ async fn listen_once(
                 None => break "connection ended".to_owned(),
             },
             _ = liveness.tick() => {
-                let check = tokio::time::timeout(LIVENESS_CHECK, client.simple_query("SELECT 1"));
+                let check = tokio::time::timeout(liveness_period, client.simple_query("SELECT 1"));
                 match check.await {
                     Ok(Ok(_)) => {}
                     Ok(Err(err)) => break format!("liveness check failed: {err}"),
@@ -111,8 +130,15 @@ async fn listen_once(
         }
     };
     drop(client);
-    match driver.await {
-        Ok(driver_reason) if reason == "connection ended" => driver_reason,
-        _ => reason,
+    if reason == "connection ended" {
+        // The driver has ended (or is ending) by itself: its reason is the better one.
+        return match driver.await {
+            Ok(driver_reason) => driver_reason,
+            Err(_) => reason,
+        };
     }
+    // A failed liveness check or shutdown: the socket may be half-open, and the driver
+    // would wait for TCP to give up (minutes). Drop it now; the socket closes with it.
+    driver.abort();
+    reason
 }

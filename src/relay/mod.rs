@@ -3,13 +3,14 @@
 //! (SPEC §4.1-4.5).
 
 pub mod listener;
+pub mod reconcile;
 pub mod retention;
+pub mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use futures::StreamExt;
 use temporalio_client::Client;
 use tokio::sync::mpsc;
@@ -18,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::RunConfig;
-use crate::db::{self, DbError};
-use crate::health::Health;
+use crate::db::{Db, DbError, Started};
+use crate::health::{Component, Health};
 use crate::metrics::{Metrics, WakeSource};
-use crate::outbox::ClaimedRow;
+use crate::outbox::{ClaimedRow, UndecodableRow};
 use crate::temporal::{self, StartOutcome};
 
 /// After a NOTIFY-driven drain, look once more this much later. A transaction that committed
@@ -30,7 +31,7 @@ use crate::temporal::{self, StartOutcome};
 const NOTIFY_SETTLE: Duration = Duration::from_millis(100);
 
 pub struct Relay {
-    pub pool: Pool,
+    pub db: Db,
     pub config: Arc<RunConfig>,
     pub replica: String,
     pub metrics: Metrics,
@@ -44,12 +45,19 @@ enum DrainError {
     Postgres(#[from] DbError),
     #[error("Temporal unavailable: {0}")]
     Temporal(String),
+    #[error("Temporal refuses every start (a configuration error, not a row's): {0}")]
+    Misconfigured(String),
 }
 
+/// What became of one claimed row.
 enum Dispatched {
-    Done,
+    Started(Started),
+    /// Failed for good (its own fault) or left to another writer.
+    Settled,
     /// Temporal could not take the start; the row was released and stays pending.
     Unavailable(String),
+    /// Temporal refused the start for a reason that holds for every row.
+    Misconfigured(String),
     /// Shutdown or an earlier outage in this batch: released without a call.
     Released,
 }
@@ -63,11 +71,21 @@ impl Relay {
     ) {
         let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
         let mut source = WakeSource::Poll;
-        let mut settling = false;
+        // After a PostgreSQL error the last claim or mark_dispatched may have run on the
+        // server without its answer reaching us: its rows would wait out their lease.
+        let mut orphans_possible = false;
         loop {
-            match self.drain(&client, source, &cancel).await {
+            let drained = match self.release_orphans(orphans_possible).await {
+                Ok(()) => {
+                    orphans_possible = false;
+                    self.drain(&client, source, &cancel).await
+                }
+                Err(err) => Err(err.into()),
+            };
+            match drained {
                 Ok(()) => backoff.reset(),
                 Err(err) => {
+                    orphans_possible |= matches!(err, DrainError::Postgres(_));
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %err, retry_in = ?delay, failures = backoff.failures(),
                                    "outbox drain interrupted");
@@ -80,23 +98,29 @@ impl Relay {
                 }
             }
             // The settle look-up follows a real notification only, never another settle.
-            let settle =
-                (source == WakeSource::Notify && !settling).then(|| Instant::now() + NOTIFY_SETTLE);
-            settling = false;
+            let settle = (source == WakeSource::Notify).then(|| Instant::now() + NOTIFY_SETTLE);
             source = tokio::select! {
                 _ = cancel.cancelled() => return,
                 Some(woken_by) = wakeups.recv() => woken_by,
                 _ = tokio::time::sleep(self.config.poll_interval) => WakeSource::Poll,
-                _ = sleep_until_some(settle) => {
-                    settling = true;
-                    WakeSource::Notify
-                }
+                _ = sleep_until_some(settle) => WakeSource::Settle,
             };
             self.metrics
                 .wakeups
                 .with_label_values(&[source.as_str()])
                 .inc();
         }
+    }
+
+    async fn release_orphans(&self, needed: bool) -> Result<(), DbError> {
+        if !needed {
+            return Ok(());
+        }
+        let released = self.db.release_orphaned_claims(&self.replica).await?;
+        if released > 0 {
+            tracing::info!(released, "handed back claims left by a lost answer");
+        }
+        Ok(())
     }
 
     /// Claims and dispatches batches until the outbox has no claimable row left.
@@ -112,13 +136,10 @@ impl Relay {
                 return Ok(());
             }
             let claimed = self
-                .metrics
-                .postgres(
-                    "claim",
-                    db::claim(&self.pool, batch_size, &self.replica, self.config.lease),
-                )
+                .db
+                .claim(batch_size, &self.replica, self.config.lease)
                 .await;
-            self.health.set_postgres(claimed.is_ok());
+            self.health.record_postgres(&claimed);
             let rows = claimed?;
             if rows.is_empty() {
                 return Ok(());
@@ -130,25 +151,44 @@ impl Relay {
                 .inc_by(count as u64);
             tracing::debug!(rows = count, source = source.as_str(), "claimed rows");
 
-            let outage = AtomicBool::new(false);
+            let stop = AtomicBool::new(false);
             let results: Vec<Result<Dispatched, DbError>> = futures::stream::iter(rows)
-                .map(|row| self.dispatch(client, row, &outage, cancel))
+                .map(|row| async {
+                    match row {
+                        Ok(row) => self.dispatch(client, row, &stop, cancel).await,
+                        Err(bad) => self.fail_undecodable(&bad).await,
+                    }
+                })
                 .buffer_unordered(usize::from(self.config.max_in_flight))
                 .collect()
                 .await;
+            let mut started = Vec::new();
             let mut unavailable = None;
+            let mut misconfigured = None;
+            let mut db_error = None;
             for result in results {
                 match result {
+                    Ok(Dispatched::Started(row)) => started.push(row),
                     Ok(Dispatched::Unavailable(error)) => unavailable = Some(error),
-                    Ok(Dispatched::Done | Dispatched::Released) => {}
-                    Err(err) => {
-                        self.health.set_postgres(false);
-                        return Err(err.into());
-                    }
+                    Ok(Dispatched::Misconfigured(error)) => misconfigured = Some(error),
+                    Ok(Dispatched::Settled | Dispatched::Released) => {}
+                    Err(err) => db_error = Some(err),
                 }
             }
+            // Whatever else happened, the rows that started are recorded (one statement).
+            self.record_started(&started).await?;
+            if let Some(err) = db_error {
+                self.health.postgres_error(&err);
+                return Err(err.into());
+            }
+            if let Some(error) = misconfigured {
+                self.health
+                    .set_failing(Component::Temporal, Some(error.clone()));
+                return Err(DrainError::Misconfigured(error));
+            }
             if let Some(error) = unavailable {
-                self.health.set_temporal(false);
+                self.health
+                    .set_failing(Component::Temporal, Some(error.clone()));
                 return Err(DrainError::Temporal(error));
             }
             if count < usize::from(self.config.batch_size) {
@@ -157,12 +197,33 @@ impl Relay {
         }
     }
 
-    /// One row: check it, start its workflow, record the outcome.
+    async fn record_started(&self, started: &[Started]) -> Result<(), DbError> {
+        if started.is_empty() {
+            return Ok(());
+        }
+        let marked = self.db.mark_dispatched(started).await;
+        self.health.record_postgres(&marked);
+        let marked = marked?;
+        for (_, seconds) in &marked {
+            self.metrics.commit_to_start.observe(*seconds);
+        }
+        if marked.len() < started.len() {
+            tracing::info!(
+                started = started.len(),
+                marked = marked.len(),
+                "some rows left pending while their workflows started (cancelled, replayed \
+                 or already finished meanwhile)"
+            );
+        }
+        Ok(())
+    }
+
+    /// One row: check it, start its workflow.
     async fn dispatch(
         &self,
         client: &Client,
         row: ClaimedRow,
-        outage: &AtomicBool,
+        stop: &AtomicBool,
         cancel: &CancellationToken,
     ) -> Result<Dispatched, DbError> {
         let workflow_id = row.workflow_id(&self.config.temporal.workflow_id_prefix);
@@ -170,11 +231,12 @@ impl Relay {
             Ok(input) => input,
             Err(bad) => {
                 let error = format!("bad payload: {bad}");
-                self.fail(&row, "bad_payload", &error).await?;
-                return Ok(Dispatched::Done);
+                self.fail(row.id, row.generation, "bad_payload", &error)
+                    .await?;
+                return Ok(Dispatched::Settled);
             }
         };
-        if outage.load(Ordering::Relaxed) || cancel.is_cancelled() {
+        if stop.load(Ordering::Relaxed) || cancel.is_cancelled() {
             self.release(&row, "released before start (outage or shutdown)")
                 .await?;
             return Ok(Dispatched::Released);
@@ -193,70 +255,83 @@ impl Relay {
             .observe(started_at.elapsed().as_secs_f64());
         let (run_id, result) = match outcome {
             StartOutcome::Started { run_id } => (Some(run_id), "started"),
+            // The id holds the firing's uuid: a run with this id is this row's (SPEC §4.3).
             StartOutcome::AlreadyStarted { run_id } => (run_id, "already_started"),
-            StartOutcome::Rejected { error } => {
-                self.health.set_temporal(true);
-                self.fail(&row, "rejected", &format!("rejected by Temporal: {error}"))
-                    .await?;
-                return Ok(Dispatched::Done);
+            StartOutcome::RowRejected { error } => {
+                self.health.set_ok(Component::Temporal);
+                self.fail(
+                    row.id,
+                    row.generation,
+                    "rejected",
+                    &format!("rejected by Temporal: {error}"),
+                )
+                .await?;
+                return Ok(Dispatched::Settled);
+            }
+            StartOutcome::Misconfigured { error } => {
+                self.stop_batch(&row, &error, stop).await?;
+                return Ok(Dispatched::Misconfigured(error));
             }
             StartOutcome::Unavailable { error } => {
-                self.metrics
-                    .temporal_errors
-                    .with_label_values(&["start_workflow"])
-                    .inc();
-                outage.store(true, Ordering::Relaxed);
-                self.release(&row, &error).await?;
+                self.stop_batch(&row, &error, stop).await?;
                 return Ok(Dispatched::Unavailable(error));
             }
         };
-        self.health.set_temporal(true);
-        let latency = self
-            .metrics
-            .postgres(
-                "mark_dispatched",
-                db::mark_dispatched(&self.pool, &row, &workflow_id, run_id.as_deref()),
-            )
-            .await?;
+        self.health.set_ok(Component::Temporal);
         self.metrics.started.with_label_values(&[result]).inc();
         if row.generation > 0 {
             self.metrics.replays.inc();
         }
-        match latency {
-            Some(seconds) => {
-                self.metrics.commit_to_start.observe(seconds);
-                tracing::debug!(
-                    outbox_id = row.id,
-                    attempts = row.attempts,
-                    workflow_id,
-                    result,
-                    "row dispatched"
-                );
-            }
-            None => tracing::info!(
-                outbox_id = row.id,
-                workflow_id,
-                "row left pending while its workflow started (cancelled or replayed meanwhile)"
-            ),
-        }
-        Ok(Dispatched::Done)
+        tracing::debug!(
+            outbox_id = row.id,
+            attempts = row.attempts,
+            workflow_id,
+            result,
+            "workflow started"
+        );
+        Ok(Dispatched::Started(Started {
+            id: row.id,
+            generation: row.generation,
+            workflow_id,
+            run_id,
+            started_at: chrono::Utc::now(),
+        }))
+    }
+
+    /// A start that failed for every row: this row goes back to pending, and the rest of
+    /// the batch is released without a call.
+    async fn stop_batch(
+        &self,
+        row: &ClaimedRow,
+        error: &str,
+        stop: &AtomicBool,
+    ) -> Result<(), DbError> {
+        self.metrics
+            .temporal_errors
+            .with_label_values(&["start_workflow"])
+            .inc();
+        stop.store(true, Ordering::Relaxed);
+        self.release(row, error).await
+    }
+
+    async fn fail_undecodable(&self, bad: &UndecodableRow) -> Result<Dispatched, DbError> {
+        self.fail(bad.id, bad.generation, "bad_payload", &bad.reason())
+            .await?;
+        Ok(Dispatched::Settled)
     }
 
     async fn fail(
         &self,
-        row: &ClaimedRow,
+        id: i64,
+        generation: i32,
         reason: &'static str,
         error: &str,
     ) -> Result<(), DbError> {
-        let marked = self
-            .metrics
-            .postgres("mark_failed", db::mark_failed(&self.pool, row, error))
-            .await?;
-        if marked {
+        if self.db.mark_failed(id, generation, error).await? {
             self.metrics.failed.with_label_values(&[reason]).inc();
             tracing::error!(
-                outbox_id = row.id,
-                generation = row.generation,
+                outbox_id = id,
+                generation,
                 reason,
                 error,
                 "row failed: it can never start"
@@ -266,12 +341,7 @@ impl Relay {
     }
 
     async fn release(&self, row: &ClaimedRow, error: &str) -> Result<(), DbError> {
-        self.metrics
-            .postgres(
-                "release_claim",
-                db::release_claim(&self.pool, row, &self.replica, error),
-            )
-            .await
+        self.db.release_claim(row, &self.replica, error).await
     }
 }
 
@@ -279,50 +349,5 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Refreshes the backlog gauges and probes Temporal while the relay is idle, so metrics and
-/// readiness stay true when no rows flow.
-pub async fn watch(
-    pool: Pool,
-    client: Client,
-    metrics: Metrics,
-    health: Arc<Health>,
-    interval: Duration,
-    cancel: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        match metrics.postgres("backlog", db::backlog(&pool)).await {
-            Ok(b) => {
-                health.set_postgres(true);
-                metrics.backlog.set(b.pending);
-                metrics
-                    .oldest_pending_age
-                    .set(b.oldest_pending_age.unwrap_or(0.0));
-                metrics.rows.with_label_values(&["pending"]).set(b.pending);
-                metrics
-                    .rows
-                    .with_label_values(&["dispatched"])
-                    .set(b.dispatched);
-                metrics.rows.with_label_values(&["failed"]).set(b.failed);
-            }
-            Err(err) => {
-                health.set_postgres(false);
-                tracing::debug!(error = %err, "backlog query failed");
-            }
-        }
-        let probe = metrics
-            .temporal("describe_namespace", temporal::probe(&client), |r| {
-                r.is_err()
-            })
-            .await;
-        health.set_temporal(probe.is_ok());
     }
 }

@@ -2,17 +2,16 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
-use crate::db;
+use crate::db::Db;
 use crate::metrics::Metrics;
 
 /// Rows deleted per statement.
 const BATCH: i64 = 1_000;
 
 pub async fn run(
-    pool: Pool,
+    db: Db,
     metrics: Metrics,
     keep_for: Duration,
     interval: Duration,
@@ -27,13 +26,7 @@ pub async fn run(
         }
         let mut total = 0u64;
         loop {
-            let deleted = metrics
-                .postgres(
-                    "delete_finished",
-                    db::delete_finished(&pool, keep_for, BATCH),
-                )
-                .await;
-            match deleted {
+            match db.delete_finished(keep_for, BATCH).await {
                 Ok(n) => {
                     total += n;
                     metrics.retention_deleted.inc_by(n);

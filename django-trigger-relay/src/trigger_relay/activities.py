@@ -11,6 +11,8 @@ was performed.
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
@@ -108,6 +110,18 @@ def _conditions_hold(trigger: Any, user_pk: Any, activity: Any) -> tuple[Any, st
     return user, None
 
 
+def _firing_uuid(value: object) -> str | None:
+    """Canonical text of a firing uuid (lowercase, hyphens), or None for rows and inputs
+    from before schema version 3. Parsed rather than compared as given, so that a
+    differently spelled uuid of the same firing is not mistaken for another firing; a
+    value that is no uuid at all raises (a bug of the caller, not a reason to skip)."""
+    if value is None:
+        return None
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return str(uuid.UUID(str(value)))
+
+
 def perform(firing: dict[str, Any]) -> FiringResult:
     """SPEC §3.2-3.4 for one firing; raising means "retry" (the transaction rolled back)."""
     from triggers.models import Activity
@@ -116,12 +130,21 @@ def perform(firing: dict[str, Any]) -> FiringResult:
 
     outbox_id = int(firing["outbox_id"])
     generation = int(firing["generation"])
-    row = OutboxRow.objects.filter(pk=outbox_id).values("state", "generation").first()
+    row = (
+        OutboxRow.objects.filter(pk=outbox_id).values("state", "generation", "firing_uuid").first()
+    )
     if row is None or row["state"] == OutboxRow.State.CANCELLED:
         return FiringResult.skipped("cancelled")
     if row["generation"] != generation:
         # A replay superseded this workflow: the newer generation's workflow does the work.
+        # Checked before the firing: a replay also gives a row from before schema 3 its
+        # uuid, and the old workflow (input without one) was superseded, not misdirected.
         return FiringResult.skipped("superseded")
+    if _firing_uuid(row["firing_uuid"]) != _firing_uuid(firing.get("firing_uuid")):
+        # Row ids come back after a restored database or `TRUNCATE ... RESTART IDENTITY`:
+        # this workflow was started for another firing that had this id, and the row now
+        # belongs to a firing of its own (which has its own workflow). Nothing of it is ours.
+        return FiringResult.skipped("firing_mismatch")
 
     event = Event.objects.filter(pk=firing["event_id"]).first()
     if event is None:
@@ -147,7 +170,7 @@ def perform(firing: dict[str, Any]) -> FiringResult:
     if reason is not None:
         return FiringResult.skipped(reason)
 
-    context = dict(firing.get("context") or {})
+    context = firing_context(firing)
     result = FiringResult(outcome="done")
     try:
         with Activity.lock(user, trigger) as locked:
@@ -206,3 +229,19 @@ def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
         # A thread of the pool keeps its connection between tasks; drop it if it is broken
         # or past CONN_MAX_AGE, as Django does at the end of a request.
         close_old_connections()
+
+
+def firing_context(firing: dict[str, Any]) -> dict[str, Any]:
+    """The firing's context, with integers exact.
+
+    The daemon sends it as JSON text (``context_json``): the Rust SDK decodes payloads
+    through a JSON value type that rounds integers beyond 64 bits. Inputs recorded before
+    carry it as an object (``context``).
+    """
+    text = firing.get("context_json")
+    if text is not None:
+        decoded = json.loads(text)
+        if not isinstance(decoded, dict):
+            raise ValueError(f"context_json is not a JSON object: {text[:80]!r}")
+        return decoded
+    return dict(firing.get("context") or {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.postgres.functions import RandomUUID
 from django.db import models
 from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
@@ -42,6 +43,13 @@ class OutboxRow(models.Model):
     workflow_id = models.TextField(_("workflow id"), null=True, blank=True)
     run_id = models.TextField(_("run id"), null=True, blank=True)
     generation = models.IntegerField(_("generation"), db_default=0)
+    # Schema version 3: one firing's identity for good, unlike the id, which a restore or
+    # `TRUNCATE ... RESTART IDENTITY` hands out again. NULL on rows older than the
+    # migration. db_default leaves it to gen_random_uuid() on insert (a plain field would
+    # make the ORM write NULL explicitly).
+    firing_uuid = models.UUIDField(
+        _("firing uuid"), null=True, editable=False, db_default=RandomUUID()
+    )
 
     class Meta:
         managed = False

@@ -1,0 +1,160 @@
+"""``perform_firing`` checks that the row is still the workflow's firing (SPEC §4.3, §3.4).
+
+A row id is not a firing's identity: after a point-in-time restore or ``TRUNCATE ...
+RESTART IDENTITY`` a new firing gets the id of an old one whose workflow may still be
+waiting on its timer. Schema version 3 gives each row a ``firing_uuid`` and the daemon
+passes it in the workflow input; a workflow whose uuid is not the row's performs nothing.
+
+``perform()`` is the activity's body, called here in the test process on the real test
+database (PostgreSQL) with the input the daemon sends; the Temporal side is covered end to
+end in test_e2e_workflow.py.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.test import override_settings
+from tasks.models import SentEmail
+from tests_support.factories import make_trigger
+from triggers.models import Activity
+
+from trigger_relay.activities import perform
+from trigger_relay.ledger import LedgerEntry
+from trigger_relay.models import OutboxRow
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("_route_to_temporal"),
+]
+
+
+#: Leaves a key out of the workflow input, as the daemon before schema 3 did.
+_ABSENT = object()
+
+
+@pytest.fixture
+def _route_to_temporal() -> Iterator[None]:
+    with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal"):
+        yield
+
+
+def workflow_input(row: OutboxRow, **changes: Any) -> dict[str, Any]:
+    """The workflow input the daemon builds from ``row`` (docs/contract.md)."""
+    firing: dict[str, Any] = {
+        "outbox_id": row.pk,
+        "generation": row.generation,
+        "event_id": row.event_id,
+        "trigger_id": row.trigger_id,
+        "user_pk": row.user_pk,
+        "context_json": json.dumps(row.context),
+        "created_at": row.created_at.isoformat(),
+        "due_at": row.due_at.isoformat(),
+        "firing_uuid": None if row.firing_uuid is None else str(row.firing_uuid),
+    }
+    firing.update(changes)
+    return {key: value for key, value in firing.items() if value is not _ABSENT}
+
+
+def fired_row(user: Any, name: str = "Note on completion") -> tuple[OutboxRow, Any]:
+    event = make_trigger(name)
+    event.fire_single(user.pk, task_id=1, task_title="Ship it", task_important=False)
+    return OutboxRow.objects.get(event_id=event.pk), event
+
+
+def nothing_performed(row: OutboxRow, event: Any, user: Any) -> bool:
+    return (
+        not SentEmail.objects.filter(user=user).exists()
+        and not LedgerEntry.objects.filter(outbox_id=row.pk).exists()
+        and not Activity.objects.filter(trigger_id=event.trigger_id, user_id=user.pk).exists()
+    )
+
+
+def test_new_rows_get_a_firing_uuid_from_the_database(user: Any) -> None:
+    """Schema 3: every row inserted by the add-on has its own uuid (gen_random_uuid())."""
+    first, _ = fired_row(user, "first")
+    second, _ = fired_row(user, "second")
+    assert isinstance(first.firing_uuid, uuid.UUID)
+    assert isinstance(second.firing_uuid, uuid.UUID)
+    assert first.firing_uuid != second.firing_uuid
+
+
+def test_matching_firing_uuid_performs(user: Any) -> None:
+    row, event = fired_row(user)
+    firing = workflow_input(row)
+    assert firing["firing_uuid"] == str(row.firing_uuid)  # canonical: lowercase, hyphens
+
+    result = perform(firing)
+
+    assert (result.outcome, result.reason) == ("done", None)
+    (email,) = SentEmail.objects.filter(user=user)
+    assert result.performed == [email.action_id]
+    assert list(
+        LedgerEntry.objects.filter(outbox_id=row.pk).values_list("action_id", flat=True)
+    ) == [email.action_id]
+    assert Activity.objects.get(trigger_id=event.trigger_id, user_id=user.pk).action_count == 1
+
+
+def test_mismatched_firing_uuid_performs_nothing(user: Any) -> None:
+    """The workflow of an earlier firing that had this row id (the row was reused after a
+    restore or TRUNCATE ... RESTART IDENTITY) is skipped with ``firing_mismatch``."""
+    row, event = fired_row(user)
+    other_firing = str(uuid.uuid4())
+
+    result = perform(workflow_input(row, firing_uuid=other_firing))
+
+    assert (result.outcome, result.reason) == ("skipped", "firing_mismatch")
+    assert (result.performed, result.already_performed) == ([], [])
+    assert nothing_performed(row, event, user)
+    # Still the row's own firing to perform, once, by its own workflow.
+    assert perform(workflow_input(row)).outcome == "done"
+    assert SentEmail.objects.filter(user=user).count() == 1
+
+
+def test_input_without_firing_uuid_does_not_perform_a_row_that_has_one(user: Any) -> None:
+    """A workflow started before schema 3 (input without ``firing_uuid``) whose row id now
+    belongs to a firing recorded after it is not that firing's workflow."""
+    row, event = fired_row(user)
+
+    for firing in (workflow_input(row, firing_uuid=None), workflow_input(row, firing_uuid=_ABSENT)):
+        result = perform(firing)
+        assert (result.outcome, result.reason) == ("skipped", "firing_mismatch")
+    assert nothing_performed(row, event, user)
+
+
+def test_row_from_before_schema_3_is_performed_by_its_workflow(user: Any) -> None:
+    """Rows that existed before the migration keep firing_uuid NULL; their workflows (input
+    without the key) perform them, and a workflow naming a uuid does not."""
+    row, event = fired_row(user)
+    OutboxRow.objects.filter(pk=row.pk).update(firing_uuid=None)
+    row.refresh_from_db()
+
+    result = perform(workflow_input(row, firing_uuid=str(uuid.uuid4())))
+    assert (result.outcome, result.reason) == ("skipped", "firing_mismatch")
+    assert nothing_performed(row, event, user)
+
+    result = perform(workflow_input(row, firing_uuid=_ABSENT))
+    assert (result.outcome, result.reason) == ("done", None)
+    assert SentEmail.objects.filter(user=user).count() == 1
+
+
+def test_uppercase_spelling_of_the_same_uuid_is_the_same_firing(user: Any) -> None:
+    row, _ = fired_row(user)
+    result = perform(workflow_input(row, firing_uuid=str(row.firing_uuid).upper()))
+    assert result.outcome == "done"
+
+
+def test_superseded_generation_is_reported_before_the_firing(user: Any) -> None:
+    """A replay of a row from before schema 3 gives it a uuid and a new generation: its old
+    workflow was superseded (the reason an operator expects), not misdirected."""
+    row, event = fired_row(user)
+    OutboxRow.objects.filter(pk=row.pk).update(generation=1)
+
+    result = perform(workflow_input(row, generation=0, firing_uuid=_ABSENT))
+
+    assert (result.outcome, result.reason) == ("skipped", "superseded")
+    assert nothing_performed(row, event, user)

@@ -1,0 +1,27 @@
+-- trigger-relay outbox schema, version 3: a firing identity that survives restores, and
+-- indexes for the reconciler and retention.
+--
+-- firing_uuid identifies one firing for good. Row ids are reused after a point-in-time
+-- restore, `TRUNCATE ... RESTART IDENTITY`, or a staging database cloned from production,
+-- and two sites can share a namespace: a workflow id built from the row id alone then
+-- names another firing's workflow. The workflow id now contains the uuid
+-- (`{prefix}-{id}-g{generation}-{firing_uuid}`), and every write of a workflow's outcome
+-- is guarded by it.
+--
+-- Rows that exist when this runs keep firing_uuid NULL and their old workflow id
+-- (`{prefix}-{id}-g{generation}`): a relay of the previous release may have started them
+-- under that id already, and a new id would start them twice. A replay gives such a row
+-- its uuid. Adding the column without a default and setting the default afterwards keeps
+-- this migration from rewriting the table.
+ALTER TABLE trigger_relay_outbox ADD COLUMN firing_uuid uuid;
+ALTER TABLE trigger_relay_outbox ALTER COLUMN firing_uuid SET DEFAULT gen_random_uuid();
+
+-- The reconciler looks at rows dispatched for a while; retention at rows finished long
+-- ago. Both sets are small next to the table's history, and without these indexes each
+-- pass walked the whole primary key.
+CREATE INDEX trigger_relay_outbox_dispatched_idx
+    ON trigger_relay_outbox (dispatched_at) WHERE state = 'dispatched';
+CREATE INDEX trigger_relay_outbox_finished_idx
+    ON trigger_relay_outbox (finished_at) WHERE state IN ('done', 'skipped', 'cancelled');
+
+INSERT INTO trigger_relay_schema_version (version) VALUES (3);
