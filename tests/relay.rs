@@ -1073,3 +1073,38 @@ async fn cancel_reports_failed_requests() {
     assert!(stderr.contains("run cancel again"), "{stderr}");
     db.drop_db().await;
 }
+
+/// Issue 6 item 7: `replay --dry-run` lists without taking row locks, so it neither waits
+/// for nor blocks the site's transactions; a real replay re-checks each row's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_dry_run_takes_no_locks() {
+    let db = TestDb::create().await;
+    let pg = db.connect().await;
+    pg.batch_execute(
+        "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at, state, finished_at)
+         SELECT 1, 1, '7', now(), 'done', now() FROM generate_series(1, 3)",
+    )
+    .await
+    .expect("insert");
+    // Another session holds a lock on every row, as a long site transaction would.
+    let mut holder = db.connect().await;
+    let tx = holder.transaction().await.expect("begin");
+    tx.batch_execute("SELECT id FROM trigger_relay_outbox FOR UPDATE")
+        .await
+        .expect("lock rows");
+    // Before, the listing took `FOR UPDATE` locks even for a dry run and waited here until
+    // output_within killed it.
+    let mut cmd = std::process::Command::new(relay_bin());
+    cmd.args(["replay", "--state", "done", "--dry-run"])
+        .env("TRIGGER_RELAY_DATABASE_URL", &db.url)
+        .env("TRIGGER_RELAY_LOG_FORMAT", "text");
+    let output = output_within(cmd, Duration::from_secs(20));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("would replay 3 row(s)"));
+    tx.rollback().await.expect("rollback");
+    db.drop_db().await;
+}

@@ -67,6 +67,11 @@ pub enum DbError {
     Pool(#[from] deadpool_postgres::BuildError),
     #[error("cannot connect to PostgreSQL at {target}: {detail}")]
     Connection { target: Arc<str>, detail: String },
+    #[error(
+        "no free PostgreSQL connection in the pool within TRIGGER_RELAY_DATABASE_TIMEOUT; \
+         raise TRIGGER_RELAY_DATABASE_POOL_SIZE"
+    )]
+    PoolExhausted,
     #[error("PostgreSQL query {query} did not answer within {after:?}; connection dropped")]
     Timeout {
         query: &'static str,
@@ -272,11 +277,16 @@ impl Db {
     async fn client(&self) -> Result<Object, DbError> {
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(err) => self.target.connection_error(&err),
+            // Every connection busy: contention in this process, not an unreachable
+            // database, so it does not flip readiness.
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                DbError::PoolExhausted
+            }
             deadpool_postgres::PoolError::Timeout(kind) => DbError::Connection {
                 target: self.target.describe(),
                 detail: format!(
                     "no connection within TRIGGER_RELAY_DATABASE_TIMEOUT ({kind:?}): the \
-                     database is slow or unreachable, or the pool is exhausted"
+                     database is slow or unreachable"
                 ),
             },
             other => DbError::Connection {
