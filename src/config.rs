@@ -620,6 +620,27 @@ mod tests {
     }
 
     #[test]
+    fn the_relay_pool_fits_its_starts_in_flight() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec![
+                "trigger-relay",
+                "run",
+                "--database-url",
+                "postgres://db/site",
+            ];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).map(|cli| cli.command) {
+                Ok(Command::Run(config)) => Some(config.relay_pool_size()),
+                _ => None,
+            }
+        };
+        // Every start in flight may write its row while the claim and the gauges run.
+        assert_eq!(parse(&[]), Some(18));
+        assert_eq!(parse(&["--max-in-flight", "64"]), Some(66));
+        assert_eq!(parse(&["--database-pool-size", "5"]), Some(5));
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(
             redact_url("postgres://relay:s3cret@db:5432/site?sslmode=require"),

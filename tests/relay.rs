@@ -122,6 +122,25 @@ async fn notify_wakes_the_relay_before_the_poll() {
             .await,
         0.0
     );
+    // The look-up 100 ms after the notification is counted apart, not as a second one.
+    wait_for(
+        "the settle look-up after the notification",
+        Duration::from_secs(10),
+        || async {
+            (relay
+                .metric("trigger_relay_wakeups_total{source=\"settle\"}")
+                .await
+                >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        relay
+            .metric("trigger_relay_wakeups_total{source=\"notify\"}")
+            .await,
+        1.0
+    );
     db.drop_db().await;
 }
 
