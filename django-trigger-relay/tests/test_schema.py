@@ -114,7 +114,9 @@ def assert_same_schema(django_db: str, reference_db: str) -> None:
         ("INDEX", "trigger_relay_outbox_pending_idx"),
     }
     assert migrated == expected
-    versions = [(version_of(path),) for path in schema_files()]
+    # One row per version, however many files it has (version 3 builds its indexes in
+    # files of their own).
+    versions = sorted({(version_of(path),) for path in schema_files()})
     assert schema_version_rows(django_db) == schema_version_rows(reference_db) == versions
 
 

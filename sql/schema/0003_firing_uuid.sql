@@ -1,5 +1,5 @@
--- trigger-relay outbox schema, version 3: a firing identity that survives restores, and
--- indexes for the reconciler and retention.
+-- trigger-relay outbox schema, version 3: a firing identity that survives restores (this
+-- file), and indexes for the reconciler and retention (the two 0003_index_*.sql files).
 --
 -- firing_uuid identifies one firing for good. Row ids are reused after a point-in-time
 -- restore, `TRUNCATE ... RESTART IDENTITY`, or a staging database cloned from production,
@@ -16,12 +16,8 @@
 ALTER TABLE trigger_relay_outbox ADD COLUMN firing_uuid uuid;
 ALTER TABLE trigger_relay_outbox ALTER COLUMN firing_uuid SET DEFAULT gen_random_uuid();
 
--- The reconciler looks at rows dispatched for a while; retention at rows finished long
--- ago. Both sets are small next to the table's history, and without these indexes each
--- pass walked the whole primary key.
-CREATE INDEX trigger_relay_outbox_dispatched_idx
-    ON trigger_relay_outbox (dispatched_at) WHERE state = 'dispatched';
-CREATE INDEX trigger_relay_outbox_finished_idx
-    ON trigger_relay_outbox (finished_at) WHERE state IN ('done', 'skipped', 'cancelled');
+-- The indexes of this version are built CONCURRENTLY, one per file
+-- (0003_index_dispatched.sql, 0003_index_finished.sql): a plain CREATE INDEX would block
+-- every insert into the outbox, i.e. every firing of the site, while it reads the table.
 
 INSERT INTO trigger_relay_schema_version (version) VALUES (3);

@@ -1,6 +1,10 @@
 """Schema version 3: applies ``sql/schema/0003_*.sql`` verbatim (the firing identity
 ``firing_uuid`` and the reconciler's and retention's indexes, SPEC §4.3, §4.7, §4.8).
 
+Not atomic: the two index files use ``CREATE INDEX CONCURRENTLY``, which cannot run in a
+transaction, so that building them does not block the site's inserts into the outbox. Each
+file is still one statement batch of its own.
+
 Reversing drops the indexes and the column and forgets schema version 3; a daemon that
 needs version 3 then refuses to start until the migration is applied again.
 """
@@ -22,6 +26,8 @@ DELETE FROM trigger_relay_schema_version WHERE version = 3;
 
 
 class Migration(migrations.Migration):
+    atomic = False
+
     dependencies = [("trigger_relay", "0002_action_ledger")]
 
     operations = [
