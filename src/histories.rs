@@ -14,9 +14,6 @@ use temporalio_sdk::workflow_replayer::{
     WorkflowReplayResult, WorkflowReplayer, WorkflowReplayerOptions,
 };
 
-use crate::config::ReplayHistoriesConfig;
-use crate::error::Error;
-use crate::temporal;
 use crate::workflow::{TriggerWorkflow, WorkflowSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -138,45 +135,8 @@ pub async fn replay_all(
     Ok(total)
 }
 
-pub async fn replay_histories(config: ReplayHistoriesConfig) -> Result<(), Error> {
-    let replayer = replayer(config.worker.workflow_settings())?;
-    let histories = match &config.dir {
-        Some(dir) => load_dir(dir)?,
-        None => {
-            let client = temporal::connect(&config.temporal, "trigger-relay-replay").await?;
-            let fetched = fetch_recent(&client, &config.query, config.limit).await?;
-            if let Some(save_dir) = &config.save_dir {
-                save(&fetched, save_dir)?;
-            }
-            fetched
-                .into_iter()
-                .map(|(name, json)| {
-                    WorkflowHistory::from_json(&json)
-                        .map(|h| (name.clone(), h))
-                        .map_err(|e| HistoryError::Fetch(format!("{name}: {e}")))
-                })
-                .collect::<Result<_, _>>()?
-        }
-    };
-    // A deploy gate that replayed nothing proved nothing: a wrong query, namespace or
-    // directory must not pass as "all deterministic".
-    if histories.is_empty() {
-        let source = match &config.dir {
-            Some(dir) => format!("no *.json history in {}", dir.display()),
-            None => format!(
-                "no workflow matched {:?} in namespace {}",
-                config.query, config.temporal.temporal_namespace
-            ),
-        };
-        return Err(HistoryError::Nothing(source).into());
-    }
-    let mut out = std::io::stdout().lock();
-    let total = replay_all(&replayer, histories, &mut out).await?;
-    writeln!(out, "{total} histories replayed, all deterministic")?;
-    Ok(())
-}
-
-fn save(histories: &[(String, Vec<u8>)], dir: &Path) -> Result<(), HistoryError> {
+/// Writes each fetched history as `{name}.json` into `dir` (to record fixtures).
+pub fn save(histories: &[(String, Vec<u8>)], dir: &Path) -> Result<(), HistoryError> {
     std::fs::create_dir_all(dir).map_err(|source| HistoryError::Write {
         path: dir.to_owned(),
         source,

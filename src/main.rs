@@ -7,7 +7,7 @@ use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
 use trigger_relay::config::{Cli, Command, LogConfig, LogFormat};
-use trigger_relay::{cancel, cli_output, histories, run};
+use trigger_relay::{cancel, cli_output, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
         Command::Status(config) => cli_output::status(config).await,
         Command::Replay(config) => cli_output::replay(config).await,
         Command::Cancel(config) => cancel::cancel(config).await,
-        Command::ReplayHistories(config) => histories::replay_histories(config).await,
+        Command::ReplayHistories(config) => cli_output::replay_histories(config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
