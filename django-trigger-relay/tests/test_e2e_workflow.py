@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +36,8 @@ from django.utils import timezone
 from relay_e2e.models import ActionWrite
 from relay_e2e.models import Flag
 from relay_e2e.models import FlagCondition
+from relay_e2e.models import OutsideEffectAction
+from relay_e2e.models import OutsideEffectWrite
 from relay_e2e.models import ProbeCondition
 from relay_e2e.models import RecordAction
 from tasks.models import HasUncompletedTaskCondition
@@ -746,9 +749,9 @@ class TestFiring:
         assert (result["state"], result["generation"], result["performed"]) == ("done", 1, [])
 
     def test_replay_of_a_failed_row_performs_it_once(self, harness: Harness) -> None:
-        """SPEC §3.4, §4.6: an action failing on every attempt (PERFORM_MAX_ATTEMPTS=2)
-        leaves the row failed with the error and its writes rolled back; once the cause is
-        fixed, a replay by hand performs it exactly once."""
+        """SPEC §3.4, §3.5, §4.6: a failing action fails the row at once with the error and
+        its write rolled back; once the cause is fixed, a replay by hand performs it exactly
+        once."""
         user = make_user("replay-failed")
         trigger = make_trigger("e2e replay failed")
         event = task_event(trigger, dt.timedelta())
@@ -760,9 +763,12 @@ class TestFiring:
         (row,) = wait_final(harness, [row], timeout=60)
         assert row.state == "failed"
         assert row.skip_reason is None
-        assert "flag 'mail-server-down' is on" in (row.last_error or "")
+        assert row.last_error == (
+            "RuntimeError: action 'flaky': flag 'mail-server-down' is on "
+            f"(in action {action.pk}, RecordAction)"
+        )
         failed = harness.journal_entries("action_failed", key=key)
-        assert len(failed) == PERFORM_MAX_ATTEMPTS
+        assert len(failed) == 1  # SPEC §3.5: an application error is not retried
         assert writes_of(key) == []  # each attempt's write rolled back
         assert ledger_of(row) == []
         assert action_count(trigger, user) == 0
@@ -776,6 +782,106 @@ class TestFiring:
         assert ledger_of(row) == [(action.pk, 1, key)]
         assert action_count(trigger, user) == 1
         assert len(harness.journal_entries("action_returned", key=key)) == 1
+
+    def test_failing_action_fails_the_firing_at_once(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        """SPEC §3.5: an action that has an effect outside the database (a line appended to a
+        file, as an email handed to an SMTP server) and then raises fails the firing at once,
+        as dj-triggers on Celery does: the effect happened once (not once per attempt), the
+        row is failed with the exception's type, message and the action, and nothing of the
+        attempt committed."""
+        user = make_user("outside-effect-fails")
+        trigger = make_trigger("e2e outside effect then raise")
+        event = task_event(trigger, dt.timedelta())
+        outside = tmp_path / "sent.txt"
+        action = OutsideEffectAction.objects.create(
+            trigger=trigger, path=str(outside), then=OutsideEffectAction.RAISE
+        )
+        (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
+        key = key_of(row, action)
+
+        (row,) = wait_final(harness, [row], timeout=60)
+
+        assert outside.read_text().splitlines() == [f"{key} pid={harness.worker.pid}"]
+        assert (row.state, row.skip_reason) == ("failed", None)
+        assert row.last_error == (
+            "ValueError: mail server refused recipient outside-effect-fails@example.com "
+            f"(in action {action.pk}, OutsideEffectAction)"
+        )
+        assert perform_attempts(harness, row) == [1]
+        assert len(harness.journal_entries("action_failed", key=key)) == 1
+        assert ledger_of(row) == []
+        assert action_count(trigger, user) == 0
+
+    def test_dropped_connection_is_retried_and_performed_once(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        """SPEC §3.5, §3.4: an action whose database connection is terminated under it
+        (pg_terminate_backend from another connection, as a failover would) fails with an
+        infrastructure error: the attempt is retried on a new connection and the action is
+        performed once: one committed write, one ledger entry, the count moved once, and its
+        outside effect, deferred with transaction.on_commit, happened once."""
+        user = make_user("dropped-connection")
+        trigger = make_trigger("e2e dropped connection")
+        event = task_event(trigger, dt.timedelta())
+        outside = tmp_path / "sent.txt"
+        action = OutsideEffectAction.objects.create(
+            trigger=trigger,
+            path=str(outside),
+            then=OutsideEffectAction.DROP_CONNECTION_ONCE,
+            on_commit=True,
+        )
+        (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
+        key = key_of(row, action)
+
+        (row,) = wait_final(harness, [row], timeout=60)
+
+        assert (row.state, row.skip_reason, row.last_error) == ("done", None, None)
+        assert perform_attempts(harness, row) == [2]  # the history keeps the last attempt
+        assert len(harness.journal_entries("connection_dropped", key=key)) == 1
+        assert len(harness.journal_entries("action_returned", key=key)) == 1
+        assert list(OutsideEffectWrite.objects.values_list("idempotency_key", flat=True)) == [key]
+        assert outside.read_text().splitlines() == [f"{key} pid={harness.worker.pid}"]
+        assert ledger_of(row) == [(action.pk, 0, key)]
+        assert action_count(trigger, user) == 1
+
+    def test_application_errors_are_retried_when_the_site_opts_in(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        """SPEC §3.5: with TRIGGER_RELAY_RETRY_APPLICATION_ERRORS on, the failing action of
+        ``test_failing_action_fails_the_firing_at_once`` is retried up to the daemon's
+        TRIGGER_RELAY_PERFORM_MAX_ATTEMPTS: its outside effect happens once per attempt (the
+        reason it is off by default), and the row is failed with the same error."""
+        harness.worker.terminate()
+        harness.start_worker(TRIGGER_RELAY_RETRY_APPLICATION_ERRORS="true")
+        try:
+            user = make_user("outside-effect-retried")
+            trigger = make_trigger("e2e outside effect retried")
+            event = task_event(trigger, dt.timedelta())
+            outside = tmp_path / "sent.txt"
+            action = OutsideEffectAction.objects.create(
+                trigger=trigger, path=str(outside), then=OutsideEffectAction.RAISE
+            )
+            (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
+            key = key_of(row, action)
+
+            (row,) = wait_final(harness, [row], timeout=60)
+
+            line = f"{key} pid={harness.worker.pid}"
+            assert outside.read_text().splitlines() == [line] * PERFORM_MAX_ATTEMPTS
+            assert perform_attempts(harness, row) == [PERFORM_MAX_ATTEMPTS]
+            assert (row.state, row.skip_reason) == ("failed", None)
+            assert row.last_error == (
+                "ValueError: mail server refused recipient outside-effect-retried@example.com "
+                f"(in action {action.pk}, OutsideEffectAction)"
+            )
+            assert ledger_of(row) == []
+            assert action_count(trigger, user) == 0
+        finally:
+            # The other tests run with the default.
+            harness.worker.terminate()
+            harness.start_worker()
 
     def test_replay_of_a_waiting_row_performs_it_once(self, harness: Harness) -> None:
         """SPEC §4.6, §3.4: `replay --include-dispatched` of a row whose workflow still waits

@@ -127,7 +127,7 @@ fn query_error(query: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DbE
 
 /// tokio-postgres displays a server error as just "db error"; the server's own message is
 /// what an operator needs. Other errors (I/O, TLS) carry their cause in the source chain.
-fn pg_detail(error: &tokio_postgres::Error) -> String {
+pub(crate) fn pg_detail(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => match db.detail() {
             Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),

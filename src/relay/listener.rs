@@ -13,7 +13,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::db::{NOTIFY_CHANNEL, PgTarget};
+use crate::db::{NOTIFY_CHANNEL, PgTarget, pg_detail};
 use crate::metrics::{Metrics, WakeSource};
 
 /// `liveness`: how often the idle LISTEN connection proves it is alive (a half-open TCP
@@ -62,7 +62,11 @@ async fn listen_once(
     let connect = async {
         match tokio::time::timeout(bound, pg.config.connect(pg.tls.clone())).await {
             Ok(Ok(pair)) => Ok(pair),
-            Ok(Err(err)) => Err(format!("cannot connect to {}: {err}", pg.describe())),
+            Ok(Err(err)) => Err(format!(
+                "cannot connect to {}: {}",
+                pg.describe(),
+                pg_detail(&err)
+            )),
             Err(_) => Err(format!("cannot connect to {}: timed out", pg.describe())),
         }
     };
@@ -82,7 +86,7 @@ async fn listen_once(
                     }
                 }
                 Ok(_) => {}
-                Err(err) => return err.to_string(),
+                Err(err) => return pg_detail(&err),
             }
         }
         "connection closed by the server".to_owned()
@@ -93,7 +97,7 @@ async fn listen_once(
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
             driver.abort();
-            return format!("LISTEN failed: {err}");
+            return format!("LISTEN failed: {}", pg_detail(&err));
         }
         Err(_) => {
             driver.abort();
@@ -123,7 +127,7 @@ async fn listen_once(
                 let check = tokio::time::timeout(liveness_period, client.simple_query("SELECT 1"));
                 match check.await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(err)) => break format!("liveness check failed: {err}"),
+                    Ok(Err(err)) => break format!("liveness check failed: {}", pg_detail(&err)),
                     Err(_) => break "liveness check timed out".to_owned(),
                 }
             }

@@ -5,24 +5,43 @@ dj-triggers on Celery runs ``Event.handle``: filter the user, check conditions, 
 ``Activity.lock`` and perform. Its race: conditions are checked *before* the lock, so
 concurrent firings all pass a count cap (19-20 of 20 performed with limit 1). Here the
 conditions are checked again under the lock, every action of a firing is recorded in the
-ledger in the action's own transaction, and the Activity's count moves only when something
-was performed.
+ledger in the transaction that runs the actions (``Activity.lock``'s, one per firing, as in
+dj-triggers), and the Activity's count moves only when something was performed.
+
+What is performed is read from the outbox row (SPEC §3.7): the workflow input only names the
+row (id, generation, firing uuid), so whoever can start workflows in the namespace cannot
+run a trigger for a user with a context of their choosing.
+
+Failures (SPEC §3.5): dj-triggers on Celery never retries, so an exception raised by the
+site's code (an action, a condition, ``get_user_context``) fails the firing at once, as a
+non-retryable Temporal error whose message (the row's ``last_error``) names the exception
+and where it came from. Only infrastructure errors (a lost or unusable connection, a
+deadlock, a serialization failure) are retried; ``TRIGGER_RELAY_RETRY_APPLICATION_ERRORS``
+opts a site into retrying the others too.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import importlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
+from functools import cache
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db import InterfaceError
+from django.db import OperationalError
 from django.db import close_old_connections
 from django.utils import timezone
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import TemporalError
 
+from trigger_relay import conf
 from trigger_relay.ledger import LedgerEntry
 from trigger_relay.ledger import idempotency_key
 from trigger_relay.models import OutboxRow
@@ -31,6 +50,18 @@ PERFORM_FIRING = "trigger_relay.perform_firing"
 
 #: Context key under which each action receives its idempotency key.
 IDEMPOTENCY_KEY = "idempotency_key"
+
+#: SQLSTATEs retried whatever exception class carries them: serialization failure and
+#: deadlock (the transaction lost a race and succeeds when run again).
+RETRIED_SQLSTATES = frozenset({"40001", "40P01"})
+#: SQLSTATE class of connection exceptions (08xxx): the connection is gone.
+CONNECTION_SQLSTATE_CLASS = "08"
+
+#: ``last_error`` is for reading: a longer exception message is cut.
+MAX_ERROR_CHARS = 2000
+
+#: Attribute that ``_site_code`` sets on an exception: where in the firing it was raised.
+_WHERE = "_trigger_relay_where"
 
 
 @dataclass
@@ -90,6 +121,24 @@ def _cap_allows(condition: Any, activity: Any) -> bool | None:
     return None
 
 
+@contextlib.contextmanager
+def _site_code(where: str) -> Iterator[None]:
+    """Mark an exception raised inside with ``where`` (the innermost mark wins), so that the
+    failure an operator reads in ``last_error`` says which action or condition raised."""
+    try:
+        yield
+    except Exception as exc:
+        if not hasattr(exc, _WHERE):
+            # An exception class with __slots__ takes no attribute: it goes unmarked.
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(exc, _WHERE, where)
+        raise
+
+
+def _named(kind: str, instance: Any) -> str:
+    return f"{kind} {instance.pk}, {type(instance).__name__}"
+
+
 def _conditions_hold(trigger: Any, user_pk: Any, activity: Any) -> tuple[Any, str | None]:
     """Fresh checks of SPEC §3.2 against ``activity`` (this user's Activity of the trigger,
     or None): (user, None) or (None, skip reason)."""
@@ -101,12 +150,18 @@ def _conditions_hold(trigger: Any, user_pk: Any, activity: Any) -> tuple[Any, st
         if allowed is False:
             return None, "user_filtered_out"
         if allowed is None:
-            users = condition.filter_user_queryset(users)
-    user = users.first()
+            with _site_code(_named("condition", condition)):
+                users = condition.filter_user_queryset(users)
+    # The querysets are lazy: what a condition's filter does wrong surfaces here.
+    with _site_code("the conditions' filter_user_queryset"):
+        user = users.first()
     if user is None:
         return None, "user_filtered_out"
-    if not all(condition.is_satisfied(user) for condition in conditions):
-        return None, "condition_false"
+    for condition in conditions:
+        with _site_code(_named("condition", condition)):
+            satisfied = condition.is_satisfied(user)
+        if not satisfied:
+            return None, "condition_false"
     return user, None
 
 
@@ -122,8 +177,31 @@ def _firing_uuid(value: object) -> str | None:
     return str(uuid.UUID(str(value)))
 
 
+def _input_matches(firing: dict[str, Any], row: dict[str, Any]) -> bool:
+    """The workflow input names the row's own event, trigger and user.
+
+    The daemon copies them from the row, so they differ only in an input that someone
+    other than the relay wrote (or edited) to run a trigger for a user of their choosing;
+    that workflow performs nothing. Values are compared as the row stores them (ids as
+    integers, the user pk as text).
+    """
+    try:
+        return (
+            int(firing["event_id"]) == row["event_id"]
+            and int(firing["trigger_id"]) == row["trigger_id"]
+            and str(firing["user_pk"]) == row["user_pk"]
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def perform(firing: dict[str, Any]) -> FiringResult:
-    """SPEC §3.2-3.4 for one firing; raising means "retry" (the transaction rolled back)."""
+    """SPEC §3.2-3.4, §3.7 for one firing.
+
+    Raising: the transaction rolled back, nothing of this attempt committed;
+    :func:`perform_firing` decides whether it is retried (SPEC §3.5). The exception carries
+    where it was raised (``_site_code``).
+    """
     from triggers.models import Activity
     from triggers.models import Event
     from triggers.models import Trigger
@@ -131,7 +209,17 @@ def perform(firing: dict[str, Any]) -> FiringResult:
     outbox_id = int(firing["outbox_id"])
     generation = int(firing["generation"])
     row = (
-        OutboxRow.objects.filter(pk=outbox_id).values("state", "generation", "firing_uuid").first()
+        OutboxRow.objects.filter(pk=outbox_id)
+        .values(
+            "state",
+            "generation",
+            "firing_uuid",
+            "event_id",
+            "trigger_id",
+            "user_pk",
+            "context",
+        )
+        .first()
     )
     if row is None or row["state"] == OutboxRow.State.CANCELLED:
         return FiringResult.skipped("cancelled")
@@ -145,11 +233,20 @@ def perform(firing: dict[str, Any]) -> FiringResult:
         # this workflow was started for another firing that had this id, and the row now
         # belongs to a firing of its own (which has its own workflow). Nothing of it is ours.
         return FiringResult.skipped("firing_mismatch")
+    if not _input_matches(firing, row):
+        # SPEC §3.7: the row is the firing; an input that names another event, trigger or
+        # user was not written by the relay from this row. Perform nothing for anyone.
+        return FiringResult.skipped("input_mismatch")
+    context = row["context"]
+    if not isinstance(context, dict):
+        raise ValueError(
+            f"the outbox row's context is a JSON {type(context).__name__}, not an object"
+        )
 
-    event = Event.objects.filter(pk=firing["event_id"]).first()
+    event = Event.objects.filter(pk=row["event_id"]).first()
     if event is None:
         return FiringResult.skipped("event_deleted")
-    trigger = Trigger.objects.filter(pk=firing["trigger_id"]).first()
+    trigger = Trigger.objects.filter(pk=row["trigger_id"]).first()
     if trigger is None:
         return FiringResult.skipped("trigger_deleted")
     if not trigger.is_enabled:
@@ -164,21 +261,26 @@ def perform(firing: dict[str, Any]) -> FiringResult:
         # A replay of a finished row (or a retry after a crash that came after the commit):
         # everything is done already, whatever the conditions say now.
         return FiringResult(outcome="done", already_performed=[action.pk for action in actions])
-    user_pk = firing["user_pk"]
+    user_pk = row["user_pk"]
     current = Activity.objects.filter(trigger=trigger, user_id=user_pk).first()
     user, reason = _conditions_hold(trigger, user_pk, current)
     if reason is not None:
         return FiringResult.skipped(reason)
 
-    context = firing_context(firing)
     result = FiringResult(outcome="done")
     try:
-        with Activity.lock(user, trigger) as locked:
+        # Marks what the actions did not: Activity.lock itself, and the commit at its end,
+        # which runs the callbacks actions registered with transaction.on_commit.
+        with (
+            _site_code("Activity.lock or a transaction.on_commit callback"),
+            Activity.lock(user, trigger) as locked,
+        ):
             # Under the lock, with data committed by whoever held it before (SPEC §3.3).
             user, reason = _conditions_hold(trigger, user_pk, locked)
             if reason is not None:
                 raise _SkipUnderLock(reason)
-            user_context = event.get_user_context(user, context)
+            with _site_code(f"get_user_context of {_named('event', event)}"):
+                user_context = event.get_user_context(user, context)
             done = set(
                 LedgerEntry.objects.filter(outbox_id=outbox_id).values_list("action_id", flat=True)
             )
@@ -188,10 +290,11 @@ def perform(firing: dict[str, Any]) -> FiringResult:
                     continue
                 key = idempotency_key(outbox_id, action.pk)
                 try:
-                    action.perform(user, {**user_context, IDEMPOTENCY_KEY: key})
+                    with _site_code(_named("action", action)):
+                        action.perform(user, {**user_context, IDEMPOTENCY_KEY: key})
                 except Activity.Cancel:
-                    # dj-triggers semantics: stop the rest, leave the count unchanged; what
-                    # earlier actions wrote commits with their ledger entries.
+                    # dj-triggers semantics: stop the rest, leave the count unchanged; the
+                    # lock commits what earlier actions wrote, with their ledger entries.
                     result = FiringResult(
                         outcome="skipped",
                         reason="cancelled",
@@ -221,27 +324,101 @@ def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
     close_old_connections()
     try:
         info = activity.info()
+        outbox_id = firing.get("outbox_id")
         activity.logger.info(
-            "perform firing of outbox row %s (attempt %s)", firing.get("outbox_id"), info.attempt
+            "perform firing of outbox row %s (attempt %s)", outbox_id, info.attempt
         )
-        return asdict(perform(firing))
+        try:
+            return asdict(perform(firing))
+        except TemporalError:
+            # The SDK's own (a cancellation), or an ApplicationError the site raised to
+            # decide retries itself: as raised.
+            raise
+        except Exception as exc:
+            failure = activity_failure(exc)
+            activity.logger.warning(
+                "perform firing of outbox row %s (attempt %s): %s; %s",
+                outbox_id,
+                info.attempt,
+                failure.message,
+                "not retried" if failure.non_retryable else "retried",
+                exc_info=exc,
+            )
+            # No cause: the daemon records the innermost message of the failure chain as
+            # last_error, and this message is the one that says what and where. The
+            # traceback stays the site's, for the Temporal UI.
+            raise failure.with_traceback(exc.__traceback__) from None
     finally:
         # A thread of the pool keeps its connection between tasks; drop it if it is broken
         # or past CONN_MAX_AGE, as Django does at the end of a request.
         close_old_connections()
 
 
-def firing_context(firing: dict[str, Any]) -> dict[str, Any]:
-    """The firing's context, with integers exact.
+def activity_failure(exc: BaseException) -> ApplicationError:
+    """The Temporal failure for an exception of :func:`perform`: retryable only for
+    infrastructure errors, unless the site opts into retrying application errors."""
+    retryable = is_infrastructure_error(exc)
+    if not retryable:
+        try:
+            retryable = conf.retry_application_errors()
+        except ValueError as problem:
+            # The system check reports it; here the default holds: never repeat an action.
+            activity.logger.error("%s", problem)
+    return ApplicationError(failure_message(exc), type=_type_name(exc), non_retryable=not retryable)
 
-    The daemon sends it as JSON text (``context_json``): the Rust SDK decodes payloads
-    through a JSON value type that rounds integers beyond 64 bits. Inputs recorded before
-    carry it as an object (``context``).
+
+def failure_message(exc: BaseException) -> str:
+    """``ValueError: subject too long (in action 12, SendEmailAction)``: the exception's type
+    and message, and where in the firing it was raised when that is known."""
+    text = str(exc).strip()
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS] + "…"
+    message = f"{_type_name(exc)}: {text}" if text else _type_name(exc)
+    where = getattr(exc, _WHERE, None)
+    return f"{message} (in {where})" if where else message
+
+
+def _type_name(exc: BaseException) -> str:
+    kind = type(exc)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    """A lost or unusable database connection, a deadlock, a serialization failure: an
+    attempt that a retry can get through, whatever the site's code did before it.
+
+    The whole chain counts (``__cause__`` and ``__context__``): Django raises its own
+    ``OperationalError`` from the driver's, and site code may wrap one in its own exception;
+    a dead connection also makes the rollback after any exception fail.
     """
-    text = firing.get("context_json")
-    if text is not None:
-        decoded = json.loads(text)
-        if not isinstance(decoded, dict):
-            raise ValueError(f"context_json is not a JSON object: {text[:80]!r}")
-        return decoded
-    return dict(firing.get("context") or {})
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _infrastructure_types()):
+            return True
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and (
+            sqlstate in RETRIED_SQLSTATES or sqlstate.startswith(CONNECTION_SQLSTATE_CLASS)
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@cache
+def _infrastructure_types() -> tuple[type[BaseException], ...]:
+    """Django's ``OperationalError`` and ``InterfaceError`` and the drivers' own (which code
+    outside Django's cursor wrapper raises unwrapped): psycopg 3 and psycopg2, either of
+    which may be installed. Deadlocks and serialization failures are ``OperationalError``
+    subclasses in both drivers."""
+    types: list[type[BaseException]] = [OperationalError, InterfaceError]
+    for driver in ("psycopg", "psycopg2"):
+        try:
+            module = importlib.import_module(driver)
+        except ImportError:
+            continue
+        types += [module.OperationalError, module.InterfaceError]
+    return tuple(types)

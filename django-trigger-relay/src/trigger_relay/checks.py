@@ -74,6 +74,26 @@ def check_routes(
 
 
 @checks.register()
+def check_retry_setting(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    try:
+        conf.retry_application_errors()
+    except ValueError as problem:
+        return [
+            checks.Error(
+                str(problem),
+                hint=(
+                    "Leave it unset (application errors fail the firing at once, as on "
+                    "Celery) or set it to a boolean."
+                ),
+                id="trigger_relay.E007",
+            )
+        ]
+    return []
+
+
+@checks.register()
 def check_original_receiver(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:

@@ -3,6 +3,7 @@ between firings take effect at once (SPEC §2.3: routes change at any time)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Final
 from typing import Literal
@@ -17,6 +18,11 @@ ROUTE_VALUES: Final[tuple[Route, ...]] = (TEMPORAL, CELERY)
 
 #: Installing the add-on changes nothing until routes are set.
 DEFAULT_ROUTE: Final[Route] = CELERY
+
+#: Whether an exception raised by the site's code in ``perform_firing`` is retried.
+RETRY_APPLICATION_ERRORS: Final = "TRIGGER_RELAY_RETRY_APPLICATION_ERRORS"
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
 
 def routes() -> object:
@@ -61,3 +67,26 @@ def routes_problems(value: object) -> list[str]:
                 f"{', '.join(map(repr, ROUTE_VALUES))}."
             )
     return problems
+
+
+def retry_application_errors() -> bool:
+    """``TRIGGER_RELAY_RETRY_APPLICATION_ERRORS``: retry ``perform_firing`` when the site's
+    code (an action, a condition, ``get_user_context``) raises. Default False, as dj-triggers
+    on Celery, which never retries: a retry repeats what the action did outside the database.
+
+    The environment wins over the Django setting (one environment configures the daemon and
+    the worker). Raises ``ValueError`` naming the variable for a value that is not a boolean.
+    """
+    raw = os.environ.get(RETRY_APPLICATION_ERRORS)
+    if raw is not None:
+        word = raw.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ValueError(
+            f"{RETRY_APPLICATION_ERRORS}={raw!r} in the environment is not a boolean; "
+            "use true or false."
+        )
+    value: object = getattr(settings, RETRY_APPLICATION_ERRORS, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"settings.{RETRY_APPLICATION_ERRORS} is {value!r}; use True or False.")
+    return value

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
+from django.db import connection
+from django.db import connections
 from django.db import models
+from django.db import transaction
 from triggers.models import Action
 from triggers.models import Condition
 
@@ -99,3 +105,86 @@ class ActionWrite(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.idempotency_key})"
+
+
+class OutsideEffectAction(Action):
+    """An action with an effect outside the database (an email handed to an SMTP server, a
+    webhook): it appends one line to a file, then ends as ``then`` says.
+
+    - ``"return"``: returns.
+    - ``"raise"``: raises ``ValueError`` (site code failing after its outside effect).
+    - ``"drop_connection_once"``: the first time, its database connection is terminated
+      from a second connection (``pg_terminate_backend``) before it writes an ActionWrite
+      row, so the write meets a dead connection; a later attempt writes and returns.
+
+    ``on_commit``: the line is appended by ``transaction.on_commit`` (the rule for actions
+    with outside effects) instead of at once.
+    """
+
+    RETURN = "return"
+    RAISE = "raise"
+    DROP_CONNECTION_ONCE = "drop_connection_once"
+
+    path = models.CharField(max_length=500)
+    then = models.CharField(max_length=32, default=RETURN)
+    on_commit = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "outside effect"
+
+    def perform(self, user: Any, context: dict[str, Any]) -> None:
+        key = context.get("idempotency_key", "")
+        line = f"{key} pid={os.getpid()}\n"
+        if self.on_commit:
+            transaction.on_commit(lambda: self._append(line))
+        else:
+            self._append(line)
+        if self.then == self.RAISE:
+            journal.record("action_failed", action=self.pk, key=key)
+            raise ValueError(f"mail server refused recipient {user.email}")
+        if self.then == self.DROP_CONNECTION_ONCE:
+            marker = Path(f"{self.path}.dropped")
+            if not marker.exists():
+                marker.touch()
+                _terminate_own_backend()
+                journal.record("connection_dropped", action=self.pk, key=key)
+            OutsideEffectWrite.objects.create(action=self, idempotency_key=key)
+        journal.record("action_returned", action=self.pk, key=key)
+
+    def _append(self, line: str) -> None:
+        # One write() on an O_APPEND file: lines of concurrent attempts never interleave.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+
+class OutsideEffectWrite(models.Model):
+    """The database write of an OutsideEffectAction (``drop_connection_once``)."""
+
+    action = models.ForeignKey(OutsideEffectAction, on_delete=models.CASCADE, related_name="writes")
+    idempotency_key = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ("id",)
+
+    def __str__(self) -> str:
+        return self.idempotency_key
+
+
+def _terminate_own_backend() -> None:
+    """Terminate this thread's database connection from another one, as a failover, a
+    PgBouncer restart or an idle-in-transaction timeout would: the server side is gone, the
+    client does not know until its next statement."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    other = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+            (terminated,) = cursor.fetchone()
+        assert terminated, f"backend {pid} not terminated"
+    finally:
+        other.close()

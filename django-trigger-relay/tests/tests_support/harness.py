@@ -330,10 +330,11 @@ class Harness:
             WORKFLOW_TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, f"trigger-relay@{replica}"
         )
 
-    def start_worker(self) -> None:
-        """Start the Python worker and wait until it polls the Django task queue."""
+    def start_worker(self, **extra_env: str) -> None:
+        """Start the Python worker (``extra_env``: settings of this start only) and wait until
+        it polls the Django task queue."""
         self.worker_content_types = content_types()
-        self.worker.start()
+        self.worker.start(**extra_env)
         self.wait_for_poller(
             DJANGO_TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, f"{self.worker.pid}@"
         )
