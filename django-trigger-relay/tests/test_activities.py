@@ -1,4 +1,5 @@
-"""``perform_firing`` checks that the row is still the workflow's firing (SPEC §4.3, §3.4).
+"""``perform_firing`` checks that the row is still the workflow's firing (SPEC §4.3, §3.4),
+and performs what the row says, not what the workflow input says (SPEC §3.7).
 
 A row id is not a firing's identity: after a point-in-time restore or ``TRUNCATE ...
 RESTART IDENTITY`` a new firing gets the id of an old one whose workflow may still be
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import override_settings
 from tasks.models import SentEmail
 from tests_support.factories import make_trigger
@@ -158,3 +160,79 @@ def test_superseded_generation_is_reported_before_the_firing(user: Any) -> None:
 
     assert (result.outcome, result.reason) == ("skipped", "superseded")
     assert nothing_performed(row, event, user)
+
+
+# -- SPEC §3.7: the row, not the workflow input, says what is performed ----------------------
+
+
+def test_input_naming_another_user_trigger_and_context_performs_nothing(user: Any) -> None:
+    """Whoever can start workflows in the namespace can write any input. One that names a
+    real outbox row (id, generation, firing uuid) but another user, another trigger and
+    another context performs nothing for that user, nor for the row's own user."""
+    row, _ = fired_row(user)
+    other_user = get_user_model().objects.create(username="mallory", email="m@example.com")
+    other_event = make_trigger("Someone else's trigger")
+    forged = workflow_input(
+        row,
+        event_id=other_event.pk,
+        trigger_id=other_event.trigger_id,
+        user_pk=str(other_user.pk),
+        context_json=json.dumps({"task_title": "forged"}),
+    )
+
+    result = perform(forged)
+
+    assert (result.outcome, result.reason) == ("skipped", "input_mismatch")
+    assert (result.performed, result.already_performed) == ([], [])
+    assert not SentEmail.objects.exists()
+    assert not LedgerEntry.objects.exists()
+    assert not Activity.objects.exists()
+    # The row's own workflow still performs it, for its user, once.
+    assert perform(workflow_input(row)).outcome == "done"
+    (email,) = SentEmail.objects.all()
+    assert (email.user_id, email.context["task_title"]) == (user.pk, "Ship it")
+
+
+@pytest.mark.parametrize("field", ["event_id", "trigger_id", "user_pk"])
+def test_any_identity_field_that_disagrees_with_the_row_is_a_mismatch(
+    user: Any, field: str
+) -> None:
+    row, _ = fired_row(user)
+    other_user = get_user_model().objects.create(username="mallory", email="m@example.com")
+    other_event = make_trigger("Someone else's trigger")
+    other = {
+        "event_id": other_event.pk,
+        "trigger_id": other_event.trigger_id,
+        "user_pk": str(other_user.pk),
+    }[field]
+
+    for value in (other, _ABSENT, None, "not a number"):
+        result = perform(workflow_input(row, **{field: value}))
+        assert (result.outcome, result.reason) == ("skipped", "input_mismatch"), value
+    assert not SentEmail.objects.exists()
+    assert not LedgerEntry.objects.exists()
+    assert not Activity.objects.exists()
+
+
+def test_user_pk_spelled_as_a_number_is_the_same_user(user: Any) -> None:
+    """The daemon sends the row's user_pk as text; an int of the same value names the same
+    user (the stored column is text), so it is no mismatch."""
+    row, _ = fired_row(user)
+    assert perform(workflow_input(row, user_pk=int(row.user_pk))).outcome == "done"
+
+
+def test_context_is_the_rows_whatever_the_input_says(user: Any) -> None:
+    """The context is read from the row's jsonb column (integers exact): the input's copy,
+    ``context_json`` or the older ``context`` object, is not what the actions get."""
+    event = make_trigger("Big numbers")
+    event.fire_single(user.pk, task_title="from the row", n=2**70)
+    row = OutboxRow.objects.get(event_id=event.pk)
+
+    forged = workflow_input(row, context_json=json.dumps({"task_title": "forged", "n": 1}))
+    assert perform(forged).outcome == "done"
+    legacy = workflow_input(row, context_json=_ABSENT, context={"task_title": "old", "n": 2})
+    assert perform(legacy).outcome == "done"  # the ledger: performed once, by the first
+
+    (email,) = SentEmail.objects.all()
+    assert email.subject == "Big numbers #1: from the row"
+    assert (type(email.context["n"]), email.context["n"]) == (int, 2**70)

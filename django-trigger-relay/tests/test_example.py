@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.management import call_command
+from django.db import DataError
 from django.test import Client
 from django.test import override_settings
 from tasks.management.commands import seed_demo
@@ -67,20 +68,42 @@ def test_seed_and_fire_demo(celery_queue: CeleryQueue) -> None:
     assert "Outbox rows written: 5" in out.getvalue()
 
 
-def test_send_email_action_renders_templates_with_user_context(user: Any) -> None:
+def test_send_email_action_renders_templates_with_user_context(
+    user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     """SPEC §3.2 (dj-triggers' semantics): actions get event.get_user_context(user, context),
     in id order; several actions per trigger on dj-triggers main."""
     actions = 2 if several_actions_per_trigger() else 1
     event = make_trigger("Congratulate", actions=actions)
     task = make_task(user, "Paint the fence")
 
-    event.handle(user.pk, task_id=task.pk, task_title=task.title, task_important=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        event.handle(user.pk, task_id=task.pk, task_title=task.title, task_important=False)
 
     subjects = [f"Congratulate #{n}: Paint the fence" for n in range(1, actions + 1)]
     assert [m.subject for m in mail.outbox] == subjects
     assert mail.outbox[0].body == "Hello ada, you completed Paint the fence."
     assert mail.outbox[0].to == ["ada@example.com"]
     assert list(SentEmail.objects.values_list("subject", flat=True)) == subjects
+
+
+def test_send_email_action_sends_nothing_when_its_transaction_fails(
+    user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """SPEC §3.5: the example's action with an outside effect sends its mail on commit: a
+    rendered subject over the 200 characters SentEmail stores fails the action's write, and
+    no mail has gone out (sent before the write, it would have, once per attempt)."""
+    event = make_trigger("Congratulate")
+
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(DataError),
+    ):
+        event.handle(user.pk, task_id=1, task_title="x" * 200, task_important=False)
+
+    assert callbacks == []
+    assert mail.outbox == []
+    assert not SentEmail.objects.exists()
 
 
 @override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal")

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -87,30 +89,46 @@ async def _can_connect(address: str) -> bool:
     return True
 
 
-def test_sigterm_stops_the_worker_cleanly(tmp_path: Path) -> None:
-    """SPEC §5.4: SIGTERM ends the worker within its graceful period, exit status 0."""
+@pytest.fixture(scope="module")
+def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Temporal dev server for this module's tests; its ``host:port``."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     server_cmd = [_temporal_binary(), "server", "start-dev", "--headless", "--ip", "127.0.0.1"]
     server_cmd += ["--port", str(port), "--http-port", str(free_port())]
     server_cmd += ["--metrics-port", str(free_port()), "--ui-port", str(free_port())]
-    with running(server_cmd, log=tmp_path / "temporal.log") as server:
+    log = tmp_path_factory.mktemp("temporal") / "temporal.log"
+    with running(server_cmd, log=log) as server:
         wait_for(
             lambda: asyncio.run(_can_connect(address)),
             timeout=60,
             interval=0.5,
             what="Temporal dev server",
             process=server,
+            log=log,
         )
-        log = tmp_path / "worker.log"
-        env = {
-            **WORKER_ENV,
-            "TRIGGER_RELAY_TEMPORAL_ADDRESS": address,
-            "TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS": "3",
-        }
+        yield address
+
+
+# Issue 7, item 8: a SIGTERM soon after start-up aborted the worker now and then, after it had
+# logged "stopped" (interpreter exit with the SDK's threads alive: exit -6, "Fatal Python
+# error: PyGILState_Release"), 4 times in 40 on a loaded machine. Hence several SIGTERMs.
+SIGTERMS = 5
+
+
+def test_sigterm_stops_the_worker_cleanly(temporal_address: str, tmp_path: Path) -> None:
+    """SPEC §5.4: SIGTERM ends the worker within its graceful period, exit status 0, and
+    nothing after "stopped"."""
+    env = {
+        **WORKER_ENV,
+        "TRIGGER_RELAY_TEMPORAL_ADDRESS": temporal_address,
+        "TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS": "3",
+    }
+    for attempt in range(SIGTERMS):
+        log = tmp_path / f"worker-{attempt}.log"
         with running(COMMAND, log=log, env=env, cwd=TESTS_DIR) as worker:
             wait_for(
-                lambda: "worker serving" in log.read_text(errors="replace"),
+                lambda log=log: "worker serving" in log.read_text(errors="replace"),
                 timeout=60,
                 what="the worker to start",
                 process=worker,
@@ -119,5 +137,50 @@ def test_sigterm_stops_the_worker_cleanly(tmp_path: Path) -> None:
             worker.terminate()
             # The bound is the graceful period plus interpreter exit; wait() fails past it.
             status = worker.wait(timeout=15)
-        assert status == 0, log.read_text(errors="replace")
-        assert "trigger_relay worker stopped" in log.read_text(errors="replace")
+        output = log.read_text(errors="replace")
+        assert status == 0, f"SIGTERM {attempt + 1}: exit status {status}\n{output}"
+        assert "Fatal Python error" not in output, output
+        assert output.rstrip().endswith("trigger_relay worker stopped"), output
+
+
+# Runs the worker in a process of its own, SIGTERMs it once it serves, and counts the Tokio
+# threads (the SDK's Rust core) still running once run() has returned.
+RUN_AND_COUNT_THREADS = """
+import asyncio, logging, os, signal
+import django
+
+django.setup()
+from trigger_relay.worker import WorkerSettings, run
+
+
+class SigtermWhenServing(logging.Handler):
+    def emit(self, record):
+        if "worker serving" in record.getMessage():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+logging.basicConfig(level=logging.INFO)
+logging.getLogger("trigger_relay.worker").addHandler(SigtermWhenServing())
+asyncio.run(run(WorkerSettings.from_env()))
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print("tokio threads left:", sum(name.startswith("tokio") for name in names), flush=True)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_no_sdk_thread_outlives_the_worker(temporal_address: str) -> None:
+    """The cause of issue 7 item 8, deterministically: when run() returns, the SDK's runtime
+    is gone with its threads, so none of them can be running when the interpreter exits."""
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_AND_COUNT_THREADS],
+        env={**os.environ, **WORKER_ENV, "TRIGGER_RELAY_TEMPORAL_ADDRESS": temporal_address},
+        cwd=TESTS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert "trigger_relay worker stopped" in output, output
+    assert "tokio threads left: 0" in result.stdout, output
+    assert result.returncode == 0, output

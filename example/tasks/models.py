@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -95,7 +96,14 @@ class HasUncompletedTaskCondition(Condition):
 
 class SendEmailAction(Action):
     """Sends an email whose subject and body are Django templates rendered with the
-    user context (``user`` plus the event's context), and records it as a SentEmail."""
+    user context (``user`` plus the event's context), and records it as a SentEmail.
+
+    An action with an effect outside the database: the mail is handed to the mail server
+    with ``transaction.on_commit``, once the firing's transaction has committed (see
+    "Actions with outside effects" in django-trigger-relay/README.md). Sent at once, it
+    would go out although the transaction then fails (this action's own write, with a
+    rendered subject over 200 characters; a later action), and again on a replay.
+    """
 
     subject = models.CharField(max_length=200)
     body = models.TextField()
@@ -107,7 +115,6 @@ class SendEmailAction(Action):
         template_context = Context(context)
         subject = " ".join(Template(self.subject).render(template_context).split())
         body = Template(self.body).render(template_context)
-        send_mail(subject, body, None, [user.email])
         SentEmail.objects.create(
             user=user,
             action=self,
@@ -116,6 +123,9 @@ class SendEmailAction(Action):
             body=body,
             context={key: value for key, value in context.items() if key != "user"},
         )
+        # After the commit: never for a firing that rolled back. At most once: a crash
+        # between the commit and the send loses the mail (the ledger says the action ran).
+        transaction.on_commit(partial(send_mail, subject, body, None, [user.email]))
 
 
 class SentEmail(models.Model):

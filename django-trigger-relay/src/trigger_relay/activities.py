@@ -8,9 +8,9 @@ conditions are checked again under the lock, every action of a firing is recorde
 ledger in the transaction that runs the actions (``Activity.lock``'s, one per firing, as in
 dj-triggers), and the Activity's count moves only when something was performed.
 
-What is performed is read from the outbox row (SPEC §3.7): the workflow input only names the
-row (id, generation, firing uuid), so whoever can start workflows in the namespace cannot
-run a trigger for a user with a context of their choosing.
+What is performed is read from the outbox row (SPEC §3.7): the workflow input finds the row
+(id, generation, firing uuid) and must agree with it, so whoever can start workflows in the
+namespace cannot run a trigger for a user with a context of their choosing.
 
 Failures (SPEC §3.5): dj-triggers on Celery never retries, so an exception raised by the
 site's code (an action, a condition, ``get_user_context``) fails the firing at once, as a
@@ -60,8 +60,10 @@ CONNECTION_SQLSTATE_CLASS = "08"
 #: ``last_error`` is for reading: a longer exception message is cut.
 MAX_ERROR_CHARS = 2000
 
-#: Attribute that ``_site_code`` sets on an exception: where in the firing it was raised.
+#: Attribute that ``_mark`` sets on an exception: where in the firing it was raised.
 _WHERE = "_trigger_relay_where"
+#: Where an exception raised by the commit of the firing's transaction comes from.
+COMMIT_PHASE = "the commit of the firing's transaction or a transaction.on_commit callback"
 
 
 @dataclass
@@ -121,17 +123,22 @@ def _cap_allows(condition: Any, activity: Any) -> bool | None:
     return None
 
 
+def _mark(exc: BaseException, where: str) -> None:
+    """Record where in the firing ``exc`` was raised, unless a closer mark did already."""
+    if not hasattr(exc, _WHERE):
+        # An exception class with __slots__ takes no attribute: it goes unmarked.
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(exc, _WHERE, where)
+
+
 @contextlib.contextmanager
 def _site_code(where: str) -> Iterator[None]:
-    """Mark an exception raised inside with ``where`` (the innermost mark wins), so that the
-    failure an operator reads in ``last_error`` says which action or condition raised."""
+    """Mark an exception raised inside with ``where``, so that the failure an operator
+    reads in ``last_error`` says which action or condition raised."""
     try:
         yield
     except Exception as exc:
-        if not hasattr(exc, _WHERE):
-            # An exception class with __slots__ takes no attribute: it goes unmarked.
-            with contextlib.suppress(AttributeError, TypeError):
-                setattr(exc, _WHERE, where)
+        _mark(exc, where)
         raise
 
 
@@ -268,13 +275,13 @@ def perform(firing: dict[str, Any]) -> FiringResult:
         return FiringResult.skipped(reason)
 
     result = FiringResult(outcome="done")
+    # Where an exception that no mark inside claims was raised: entering the lock, inside
+    # (this module's own steps: unmarked), or its commit, which runs what the actions
+    # registered with transaction.on_commit.
+    phase = "Activity.lock"
     try:
-        # Marks what the actions did not: Activity.lock itself, and the commit at its end,
-        # which runs the callbacks actions registered with transaction.on_commit.
-        with (
-            _site_code("Activity.lock or a transaction.on_commit callback"),
-            Activity.lock(user, trigger) as locked,
-        ):
+        with Activity.lock(user, trigger) as locked:
+            phase = ""
             # Under the lock, with data committed by whoever held it before (SPEC §3.3).
             user, reason = _conditions_hold(trigger, user_pk, locked)
             if reason is not None:
@@ -295,6 +302,7 @@ def perform(firing: dict[str, Any]) -> FiringResult:
                 except Activity.Cancel:
                     # dj-triggers semantics: stop the rest, leave the count unchanged; the
                     # lock commits what earlier actions wrote, with their ledger entries.
+                    phase = COMMIT_PHASE
                     result = FiringResult(
                         outcome="skipped",
                         reason="cancelled",
@@ -309,12 +317,17 @@ def perform(firing: dict[str, Any]) -> FiringResult:
                     idempotency_key=key,
                 )
                 result.performed.append(action.pk)
+            phase = COMMIT_PHASE
             if not result.performed:
                 # Everything was performed before (a retry after a crash, or a replay):
                 # the count must not move again.
                 raise Activity.Cancel()
     except _SkipUnderLock as skip:
         return FiringResult.skipped(skip.reason)
+    except Exception as exc:
+        if phase:
+            _mark(exc, phase)
+        raise
     return result
 
 
@@ -341,7 +354,7 @@ def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
                 outbox_id,
                 info.attempt,
                 failure.message,
-                "not retried" if failure.non_retryable else "retried",
+                "not retryable: the firing fails" if failure.non_retryable else "retryable",
                 exc_info=exc,
             )
             # No cause: the daemon records the innermost message of the failure chain as
@@ -364,7 +377,9 @@ def activity_failure(exc: BaseException) -> ApplicationError:
         except ValueError as problem:
             # The system check reports it; here the default holds: never repeat an action.
             activity.logger.error("%s", problem)
-    return ApplicationError(failure_message(exc), type=_type_name(exc), non_retryable=not retryable)
+    # No ``type``: the message already starts with the exception's, and the SDK would print
+    # it twice. Nothing matches on it (the workflow's retry policy lists no error types).
+    return ApplicationError(failure_message(exc), non_retryable=not retryable)
 
 
 def failure_message(exc: BaseException) -> str:
@@ -390,8 +405,8 @@ def is_infrastructure_error(exc: BaseException) -> bool:
     attempt that a retry can get through, whatever the site's code did before it.
 
     The whole chain counts (``__cause__`` and ``__context__``): Django raises its own
-    ``OperationalError`` from the driver's, and site code may wrap one in its own exception;
-    a dead connection also makes the rollback after any exception fail.
+    ``OperationalError`` from the driver's, and site code may wrap one in an exception of
+    its own (``raise MailError(...) from exc``) or raise while handling it.
     """
     seen: set[int] = set()
     current: BaseException | None = exc

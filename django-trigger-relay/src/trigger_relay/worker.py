@@ -7,15 +7,19 @@ Connection settings use the daemon's variable names, so one environment serves b
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
+from temporalio.runtime import TelemetryConfig
 from temporalio.service import TLSConfig
 from temporalio.worker import Worker
 
@@ -26,6 +30,10 @@ logger = logging.getLogger("trigger_relay.worker")
 
 class ConfigError(ValueError):
     """A setting of the worker is unusable; the message names the variable."""
+
+
+class WorkerFailed(RuntimeError):
+    """The worker could not connect, start or keep serving; the log has the traceback."""
 
 
 @dataclass(frozen=True)
@@ -99,16 +107,56 @@ class WorkerSettings:
 
 
 async def run(settings: WorkerSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop the worker, the client, and the SDK's runtime.
+
+    The runtime is the point (issue 7, item 8). The SDK's Rust core runs on Tokio threads,
+    and each of its results reaches asyncio from one of them (pyo3-async-runtimes sets the
+    future's result in a ``spawn_blocking`` task, holding the GIL), possibly *after* the
+    awaiting coroutine has resumed. So the hand-off of the last result of a shutdown
+    (``finalize_shutdown``) can still be in flight when ``asyncio.run`` returns. If that thread
+    next asks for the GIL once the interpreter is finalizing, CPython ends it in the middle of
+    its GIL guard and the process aborts: ``Fatal Python error: PyGILState_Release: thread
+    state ... must be current when releasing``, exit -6 (temporalio/sdk-python#300). The
+    default runtime is a module global, so its threads live until then. This runtime is ours,
+    and dropping its last reference here, before the interpreter exits, shuts Tokio down with
+    the GIL released (the bridge's ``CoreRuntimeHandle``), which waits for those threads.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Before connecting, so that a SIGTERM while connecting is a clean stop too.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = Runtime(telemetry=TelemetryConfig())
+    failure: str | None = None
+    try:
+        await _serve(settings, runtime, stop)
+    except Exception as exc:
+        # Logged here, and not raised: the traceback's frames hold the client and the
+        # worker, and through them the runtime.
+        logger.exception("trigger_relay worker failed")
+        failure = f"{type(exc).__name__}: {exc}"
+    # Let the task step that delivered the last result (or exception) return: until then it
+    # holds it, and an exception's frames hold the client. Then the client and the worker are
+    # unreachable, some of their parts only in reference cycles; once those are collected, the
+    # runtime's last reference goes, and its threads are joined.
+    await asyncio.sleep(0)
+    gc.collect()
+    del runtime
+    if failure is not None:
+        raise WorkerFailed(failure)
+    logger.info("trigger_relay worker stopped")
+
+
+async def _serve(settings: WorkerSettings, runtime: Runtime, stop: asyncio.Event) -> None:
     client = await Client.connect(
         settings.address,
         namespace=settings.namespace,
         api_key=settings.api_key,
         tls=settings.tls(),
+        runtime=runtime,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if stop.is_set():
+        return
     with ThreadPoolExecutor(
         max_workers=settings.max_concurrent, thread_name_prefix="trigger-relay-activity"
     ) as executor:
@@ -126,7 +174,29 @@ async def run(settings: WorkerSettings) -> None:
             settings.address,
             settings.namespace,
         )
+        # Leaving the block shuts the worker down (Worker.shutdown): polling stops, in-flight
+        # activities get the graceful period, and the core worker is finalized.
         async with worker:
             await stop.wait()
             logger.info("shutting down: in-flight activities get %s", settings.shutdown_timeout)
-    logger.info("trigger_relay worker stopped")
+
+
+def runtime_threads_left() -> list[str]:
+    """The names of the native Tokio threads still running in this process (Linux; elsewhere,
+    always none). After :func:`run` returns there should be none."""
+    python_threads = {thread.native_id for thread in threading.enumerate()}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return []
+    names = []
+    for tid in tids:
+        if int(tid) in python_threads:
+            continue
+        try:
+            name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+        except OSError:  # it has just ended
+            continue
+        if name.startswith("tokio"):
+            names.append(name)
+    return names

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand
 from django.core.management.base import CommandError
 
 from trigger_relay.worker import ConfigError
+from trigger_relay.worker import WorkerFailed
 from trigger_relay.worker import WorkerSettings
 from trigger_relay.worker import run
+from trigger_relay.worker import runtime_threads_left
+
+logger = logging.getLogger("trigger_relay.worker")
 
 
 class Command(BaseCommand):
@@ -29,4 +35,22 @@ class Command(BaseCommand):
             settings = WorkerSettings.from_env()
         except ConfigError as exc:
             raise CommandError(str(exc)) from exc
-        asyncio.run(run(settings))
+        failure: CommandError | None = None
+        try:
+            asyncio.run(run(settings))
+        except WorkerFailed as exc:
+            failure = CommandError(f"the worker failed: {exc}")
+        if runtime_threads_left():
+            # run() joins the SDK's threads by dropping its runtime. Should something still
+            # hold the runtime, they would outlive the interpreter, and one that wants the GIL
+            # while it finalizes aborts the process (exit -6, issue 7 item 8). There is
+            # nothing left to do, so end the process without finalizing, after the logs.
+            logger.warning("Temporal SDK threads still running: exiting without finalization")
+            if failure is not None:
+                self.stderr.write(f"CommandError: {failure}")
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0 if failure is None else 1)
+        if failure is not None:
+            raise failure
