@@ -94,6 +94,27 @@ def check_retry_setting(
 
 
 @checks.register()
+def check_fire_outside_atomic_setting(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    try:
+        conf.fire_outside_atomic()
+    except ValueError as problem:
+        return [
+            checks.Error(
+                str(problem),
+                hint=(
+                    "Leave it unset ('warn': a firing outside transaction.atomic() is logged) "
+                    "or use 'error' or 'ignore'. Meanwhile every Temporal-routed firing "
+                    "raises ImproperlyConfigured."
+                ),
+                id="trigger_relay.E008",
+            )
+        ]
+    return []
+
+
+@checks.register()
 def check_original_receiver(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:

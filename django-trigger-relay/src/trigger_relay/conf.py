@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Final
 from typing import Literal
+from typing import cast
 
 from django.conf import settings
 
@@ -90,3 +91,45 @@ def retry_application_errors() -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"settings.{RETRY_APPLICATION_ERRORS} is {value!r}; use True or False.")
     return value
+
+
+#: What a Temporal-routed firing outside ``transaction.atomic()`` does (issue 7, item 2).
+FIRE_OUTSIDE_ATOMIC: Final = "TRIGGER_RELAY_FIRE_OUTSIDE_ATOMIC"
+OutsideAtomic = Literal["warn", "error", "ignore"]
+OUTSIDE_ATOMIC_WARN: Final = "warn"
+OUTSIDE_ATOMIC_ERROR: Final = "error"
+OUTSIDE_ATOMIC_IGNORE: Final = "ignore"
+OUTSIDE_ATOMIC_VALUES: Final[tuple[OutsideAtomic, ...]] = (
+    OUTSIDE_ATOMIC_WARN,
+    OUTSIDE_ATOMIC_ERROR,
+    OUTSIDE_ATOMIC_IGNORE,
+)
+
+
+def fire_outside_atomic() -> OutsideAtomic:
+    """``TRIGGER_RELAY_FIRE_OUTSIDE_ATOMIC``: what to do when a Temporal-routed firing's
+    outbox row would be written outside the site's transaction (``Event.fire()`` called in
+    ``transaction.on_commit``, or in autocommit): ``"warn"`` (default; a warning on the
+    ``trigger_relay`` logger, once per call site), ``"error"`` (raise, write nothing) or
+    ``"ignore"``.
+
+    The environment wins over the Django setting, as for the other ``TRIGGER_RELAY_*``
+    settings; an empty variable counts as unset. Raises ``ValueError`` naming the setting
+    for any other value.
+    """
+    raw = os.environ.get(FIRE_OUTSIDE_ATOMIC)
+    if raw is not None and raw.strip():
+        word = raw.strip().lower()
+        if word in OUTSIDE_ATOMIC_VALUES:
+            return cast(OutsideAtomic, word)
+        raise ValueError(
+            f"{FIRE_OUTSIDE_ATOMIC}={raw!r} in the environment; use one of "
+            f"{', '.join(OUTSIDE_ATOMIC_VALUES)}."
+        )
+    value: object = getattr(settings, FIRE_OUTSIDE_ATOMIC, OUTSIDE_ATOMIC_WARN)
+    if not (isinstance(value, str) and value in OUTSIDE_ATOMIC_VALUES):
+        raise ValueError(
+            f"settings.{FIRE_OUTSIDE_ATOMIC} is {value!r}; use one of "
+            f"{', '.join(map(repr, OUTSIDE_ATOMIC_VALUES))}."
+        )
+    return cast(OutsideAtomic, value)

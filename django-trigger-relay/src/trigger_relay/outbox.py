@@ -11,6 +11,7 @@ from django.db import router
 from django.db.models import Value
 from django.db.models.functions import Now
 
+from trigger_relay.atomicity import check_in_transaction
 from trigger_relay.context import check_context
 from trigger_relay.models import OutboxRow
 
@@ -29,10 +30,18 @@ def record_firing(event: Event, user_pk: object, context: Mapping[str, Any]) -> 
 
     Raises ``TypeError`` naming the offending key, before touching the database, if the
     context holds anything but JSON values.
+
+    Outside a transaction on that connection (``fire()`` in ``transaction.on_commit``, or in
+    autocommit) the row would not commit with the caller's writes: that is logged as a
+    warning once per call site, refused with ``FiringOutsideTransaction`` before anything
+    is written, or let pass, as ``TRIGGER_RELAY_FIRE_OUTSIDE_ATOMIC`` says (see
+    :mod:`trigger_relay.atomicity`).
     """
     check_context(
         context, where=f" of {type(event).__name__} {event.pk} (trigger {event.trigger_id})"
     )
+    using = router.db_for_write(OutboxRow)
+    check_in_transaction(event, using)
     delay: dt.timedelta = getattr(event, "delay", None) or dt.timedelta()
     now = Now()
     row = OutboxRow(
@@ -43,7 +52,7 @@ def record_firing(event: Event, user_pk: object, context: Mapping[str, Any]) -> 
         created_at=now,
         due_at=now + Value(delay),
     )
-    row.save(force_insert=True, using=router.db_for_write(OutboxRow))
+    row.save(force_insert=True, using=using)
     # created_at comes back from INSERT ... RETURNING (it has a database default); due_at
     # was computed from the same statement timestamp, so it is exactly this:
     row.due_at = row.created_at + delay
