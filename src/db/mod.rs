@@ -63,6 +63,8 @@ pub enum DbError {
     BadUrl(String),
     #[error("invalid TLS settings in TRIGGER_RELAY_DATABASE_URL: {0}")]
     Tls(#[from] TlsError),
+    #[error("cannot register the query metrics: {0}")]
+    Metrics(String),
     #[error("cannot build the PostgreSQL pool: {0}")]
     Pool(#[from] deadpool_postgres::BuildError),
     #[error("cannot connect to PostgreSQL at {target}: {detail}")]
@@ -266,12 +268,8 @@ impl Db {
 
     /// The small pool of a one-shot command (status, replay, cancel).
     pub fn for_command(config: &DatabaseConfig) -> Result<Self, DbError> {
-        let metrics = Metrics::new().map_err(|e| DbError::BadUrl(e.to_string()))?;
+        let metrics = Metrics::new().map_err(|e| DbError::Metrics(e.to_string()))?;
         Self::new(&PgTarget::new(config)?, config, 2, metrics)
-    }
-
-    pub fn target(&self) -> &PgTarget {
-        &self.target
     }
 
     async fn client(&self) -> Result<Object, DbError> {
