@@ -33,6 +33,7 @@ from functools import cache
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import InterfaceError
 from django.db import OperationalError
 from django.db import close_old_connections
@@ -76,14 +77,17 @@ class FiringResult:
     already_performed: list[int] = field(default_factory=list)
 
     @classmethod
-    def skipped(cls, reason: str) -> FiringResult:
-        return cls(outcome="skipped", reason=reason)
+    def skipped(cls, reason: str, already_performed: list[int] | None = None) -> FiringResult:
+        return cls(outcome="skipped", reason=reason, already_performed=already_performed or [])
 
 
-class _SkipUnderLock(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class _FinishUnderLock(Exception):
+    """Leave ``Activity.lock`` with ``result``, rolling back its transaction (nothing was
+    written in it) so that the Activity's count does not move."""
+
+    def __init__(self, result: FiringResult) -> None:
+        super().__init__(result.reason or result.outcome)
+        self.result = result
 
 
 def actions_of(trigger: Any) -> list[Any]:
@@ -97,7 +101,10 @@ def actions_of(trigger: Any) -> list[Any]:
         return list(manager.order_by("pk"))
     try:
         return [trigger.action]
-    except Exception:  # RelatedObjectDoesNotExist: a trigger without its action
+    except ObjectDoesNotExist:
+        # RelatedObjectDoesNotExist: a trigger without its action. Only that means "no
+        # action": anything else (a lost connection, a deadlock) propagates and is retried
+        # or fails the firing as any other error would (SPEC §3.5).
         return []
 
 
@@ -256,23 +263,27 @@ def perform(firing: dict[str, Any]) -> FiringResult:
     trigger = Trigger.objects.filter(pk=row["trigger_id"]).first()
     if trigger is None:
         return FiringResult.skipped("trigger_deleted")
-    if not trigger.is_enabled:
-        return FiringResult.skipped("trigger_disabled")
     actions = actions_of(trigger)
     if not actions:
         return FiringResult.skipped("no_actions")
-    performed_before = set(
-        LedgerEntry.objects.filter(outbox_id=outbox_id).values_list("action_id", flat=True)
-    )
-    if performed_before and all(action.pk in performed_before for action in actions):
+    # The ledger before anything that may have changed since an earlier attempt committed
+    # (the trigger disabled, a cap now reached by that very attempt): what is done is done.
+    already = _already_performed(outbox_id, actions)
+    if len(already) == len(actions):
         # A replay of a finished row (or a retry after a crash that came after the commit):
-        # everything is done already, whatever the conditions say now.
-        return FiringResult(outcome="done", already_performed=[action.pk for action in actions])
+        # everything is done already, whatever the trigger and conditions say now.
+        return FiringResult(outcome="done", already_performed=already)
+    if not trigger.is_enabled:
+        return FiringResult.skipped("trigger_disabled", already)
     user_pk = row["user_pk"]
     current = Activity.objects.filter(trigger=trigger, user_id=user_pk).first()
-    user, reason = _conditions_hold(trigger, user_pk, current)
+    try:
+        user, reason = _conditions_hold(trigger, user_pk, current)
+    except Activity.Cancel:
+        # dj-triggers semantics: Cancel stops the firing, whatever site code raised it.
+        return FiringResult.skipped("cancelled", already)
     if reason is not None:
-        return FiringResult.skipped(reason)
+        return FiringResult.skipped(reason, already)
 
     result = FiringResult(outcome="done")
     # Where an exception that no mark inside claims was raised: entering the lock, inside
@@ -283,52 +294,62 @@ def perform(firing: dict[str, Any]) -> FiringResult:
         with Activity.lock(user, trigger) as locked:
             phase = ""
             # Under the lock, with data committed by whoever held it before (SPEC §3.3).
-            user, reason = _conditions_hold(trigger, user_pk, locked)
-            if reason is not None:
-                raise _SkipUnderLock(reason)
-            with _site_code(f"get_user_context of {_named('event', event)}"):
-                user_context = event.get_user_context(user, context)
-            done = set(
-                LedgerEntry.objects.filter(outbox_id=outbox_id).values_list("action_id", flat=True)
-            )
-            for action in actions:
-                if action.pk in done:
-                    result.already_performed.append(action.pk)
-                    continue
-                key = idempotency_key(outbox_id, action.pk)
-                try:
+            # The ledger first: an attempt that held the lock before (a retry overlapping a
+            # still-running first attempt) may have performed everything, and the
+            # conditions, re-checked now, would see its count.
+            already = _already_performed(outbox_id, actions)
+            if len(already) == len(actions):
+                raise _FinishUnderLock(FiringResult(outcome="done", already_performed=already))
+            result.already_performed = already
+            try:
+                user, reason = _conditions_hold(trigger, user_pk, locked)
+                if reason is not None:
+                    raise _FinishUnderLock(FiringResult.skipped(reason, already))
+                with _site_code(f"get_user_context of {_named('event', event)}"):
+                    user_context = event.get_user_context(user, context)
+                for action in actions:
+                    if action.pk in already:
+                        continue
+                    key = idempotency_key(outbox_id, action.pk)
                     with _site_code(_named("action", action)):
                         action.perform(user, {**user_context, IDEMPOTENCY_KEY: key})
-                except Activity.Cancel:
-                    # dj-triggers semantics: stop the rest, leave the count unchanged; the
-                    # lock commits what earlier actions wrote, with their ledger entries.
-                    phase = COMMIT_PHASE
-                    result = FiringResult(
-                        outcome="skipped",
-                        reason="cancelled",
-                        performed=result.performed,
-                        already_performed=result.already_performed,
+                    LedgerEntry.objects.create(
+                        outbox_id=outbox_id,
+                        action_id=action.pk,
+                        generation=generation,
+                        idempotency_key=key,
                     )
-                    raise
-                LedgerEntry.objects.create(
-                    outbox_id=outbox_id,
-                    action_id=action.pk,
-                    generation=generation,
-                    idempotency_key=key,
+                    result.performed.append(action.pk)
+            except Activity.Cancel:
+                # dj-triggers semantics (raised by an action, or by a condition or
+                # get_user_context under the lock): stop the rest, leave the count unchanged;
+                # the lock commits what earlier actions wrote, with their ledger entries.
+                phase = COMMIT_PHASE
+                result = FiringResult(
+                    outcome="skipped",
+                    reason="cancelled",
+                    performed=result.performed,
+                    already_performed=result.already_performed,
                 )
-                result.performed.append(action.pk)
+                raise
             phase = COMMIT_PHASE
             if not result.performed:
-                # Everything was performed before (a retry after a crash, or a replay):
-                # the count must not move again.
+                # Nothing left to perform (cannot happen after the checks above, kept as a
+                # guard): the count must not move.
                 raise Activity.Cancel()
-    except _SkipUnderLock as skip:
-        return FiringResult.skipped(skip.reason)
+    except _FinishUnderLock as finish:
+        return finish.result
     except Exception as exc:
         if phase:
             _mark(exc, phase)
         raise
     return result
+
+
+def _already_performed(outbox_id: int, actions: list[Any]) -> list[int]:
+    """The firing's actions that the ledger records as performed (committed), in order."""
+    done = set(LedgerEntry.objects.filter(outbox_id=outbox_id).values_list("action_id", flat=True))
+    return [action.pk for action in actions if action.pk in done]
 
 
 @activity.defn(name=PERFORM_FIRING)

@@ -14,6 +14,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import field
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,7 +42,10 @@ class WorkerSettings:
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = "trigger-relay-django"
-    api_key: str | None = None
+    # Never in the repr (logs, tracebacks, Django's error pages), as the daemon's "***".
+    api_key: str | None = field(default=None, repr=False)
+    # An https:// address (the daemon's URL form) asks for TLS, as it does of the daemon.
+    https: bool = False
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -55,7 +59,15 @@ class WorkerSettings:
 
         def path(name: str) -> Path | None:
             value = env.get(name)
-            return Path(value) if value else None
+            if not value:
+                return None
+            # Read now, so that a wrong path is a clear error at start, not a traceback.
+            try:
+                with open(value, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(f"{name}={value!r}: cannot read it: {exc.strerror}") from None
+            return Path(value)
 
         def positive(name: str, default: int) -> int:
             raw = env.get(name)
@@ -69,13 +81,22 @@ class WorkerSettings:
                 raise ConfigError(f"{name}={raw!r} must be at least 1")
             return value
 
+        if bool(env.get("TRIGGER_RELAY_TEMPORAL_TLS_CERT")) != bool(
+            env.get("TRIGGER_RELAY_TEMPORAL_TLS_KEY")
+        ):
+            raise ConfigError(
+                "TRIGGER_RELAY_TEMPORAL_TLS_CERT and TRIGGER_RELAY_TEMPORAL_TLS_KEY go together"
+            )
         address = env.get("TRIGGER_RELAY_TEMPORAL_ADDRESS", cls.address)
         # The daemon takes a URL (http://host:port); the Python SDK takes host:port.
+        https = False
         for scheme in ("http://", "https://"):
-            if address.startswith(scheme):
+            if address.lower().startswith(scheme):
                 address = address[len(scheme) :]
-        settings = cls(
+                https = scheme == "https://"
+        return cls(
             address=address.rstrip("/"),
+            https=https,
             namespace=env.get("TRIGGER_RELAY_TEMPORAL_NAMESPACE", cls.namespace),
             task_queue=env.get("TRIGGER_RELAY_DJANGO_TASK_QUEUE", cls.task_queue),
             api_key=env.get("TRIGGER_RELAY_TEMPORAL_API_KEY") or None,
@@ -88,16 +109,17 @@ class WorkerSettings:
                 seconds=positive("TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS", 10)
             ),
         )
-        if (settings.tls_cert is None) != (settings.tls_key is None):
-            raise ConfigError(
-                "TRIGGER_RELAY_TEMPORAL_TLS_CERT and TRIGGER_RELAY_TEMPORAL_TLS_KEY go together"
-            )
-        return settings
+
+    def tls_enabled(self) -> bool:
+        """As the daemon's ``tls_enabled``: an API key (Temporal Cloud), a CA, a client
+        certificate or an https:// address. A server name alone does not enable it."""
+        return bool(self.api_key or self.tls_ca or self.tls_cert or self.https)
 
     def tls(self) -> TLSConfig | bool:
+        if not self.tls_enabled():
+            return False
         if not (self.tls_ca or self.tls_cert or self.tls_server_name):
-            # An API key implies TLS (Temporal Cloud); plain otherwise.
-            return self.api_key is not None
+            return True  # the system's roots
         return TLSConfig(
             server_root_ca_cert=self.tls_ca.read_bytes() if self.tls_ca else None,
             client_cert=self.tls_cert.read_bytes() if self.tls_cert else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -10,12 +11,6 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 from django.core.management.base import CommandError
-
-from trigger_relay.worker import ConfigError
-from trigger_relay.worker import WorkerFailed
-from trigger_relay.worker import WorkerSettings
-from trigger_relay.worker import run
-from trigger_relay.worker import runtime_threads_left
 
 logger = logging.getLogger("trigger_relay.worker")
 
@@ -31,16 +26,27 @@ class Command(BaseCommand):
             logging.basicConfig(
                 level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
             )
+        # Imported here, so that a missing Temporal SDK is a CommandError, not a traceback
+        # from Django's command loader.
         try:
-            settings = WorkerSettings.from_env()
-        except ConfigError as exc:
+            worker = importlib.import_module("trigger_relay.worker")
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "temporalio":
+                raise
+            raise CommandError(
+                "the Temporal Python SDK (package temporalio), a dependency of "
+                "django-trigger-relay, is not installed: pip install 'temporalio>=1.35,<2'"
+            ) from exc
+        try:
+            settings = worker.WorkerSettings.from_env()
+        except worker.ConfigError as exc:
             raise CommandError(str(exc)) from exc
         failure: CommandError | None = None
         try:
-            asyncio.run(run(settings))
-        except WorkerFailed as exc:
+            asyncio.run(worker.run(settings))
+        except worker.WorkerFailed as exc:
             failure = CommandError(f"the worker failed: {exc}")
-        if runtime_threads_left():
+        if worker.runtime_threads_left():
             # run() joins the SDK's threads by dropping its runtime. Should something still
             # hold the runtime, they would outlive the interpreter, and one that wants the GIL
             # while it finalizes aborts the process (exit -6, issue 7 item 8). There is
