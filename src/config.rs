@@ -250,6 +250,13 @@ pub struct WorkerConfig {
     #[arg(long, env = "TRIGGER_RELAY_PERFORM_TIMEOUT", default_value = "5m",
           value_parser = humantime::parse_duration)]
     pub perform_timeout: Duration,
+    /// Heartbeat timeout of perform_firing: the Python worker heartbeats from a thread of its
+    /// own while the site's code runs, so a killed or cut-off worker's attempt is retried
+    /// after this, not after TRIGGER_RELAY_PERFORM_TIMEOUT (SPEC §3.6). 0s: no heartbeat
+    /// timeout.
+    #[arg(long, env = "TRIGGER_RELAY_PERFORM_HEARTBEAT_TIMEOUT", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub perform_heartbeat_timeout: Duration,
     /// Attempts of perform_firing before the row is recorded `failed` (0 = unlimited).
     #[arg(long, env = "TRIGGER_RELAY_PERFORM_MAX_ATTEMPTS", default_value_t = 10)]
     pub perform_max_attempts: u32,

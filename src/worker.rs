@@ -33,6 +33,7 @@ impl WorkerConfig {
         WorkflowSettings {
             django_task_queue: self.django_task_queue.clone(),
             perform_timeout: self.perform_timeout,
+            perform_heartbeat_timeout: self.perform_heartbeat_timeout,
             perform_max_attempts: self.perform_max_attempts,
             record_timeout: self.record_timeout,
         }

@@ -25,12 +25,20 @@ use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::outbox::{FiringResult, Outcome, State, WorkflowInput};
 
+/// Patch of the heartbeat timeout on perform_firing (SPEC §3.6). Activity options are not
+/// compared on replay, but the marker keeps the change explicit in every history: a workflow
+/// whose perform was scheduled before it keeps the options it was scheduled with when it is
+/// replayed, and operators can tell from a history which firings were heartbeat-bounded.
+pub const PATCH_PERFORM_HEARTBEAT: &str = "perform-heartbeat-timeout-2026-11";
+
 /// Timeouts and retries of the activities, from the daemon's configuration. They are not
 /// part of the history's command sequence, so changing them needs no patch.
 #[derive(Debug, Clone)]
 pub struct WorkflowSettings {
     pub django_task_queue: String,
     pub perform_timeout: Duration,
+    /// Zero: no heartbeat timeout.
+    pub perform_heartbeat_timeout: Duration,
     pub perform_max_attempts: u32,
     pub record_timeout: Duration,
 }
@@ -96,7 +104,14 @@ impl TriggerWorkflow {
 
         // A perform that has started runs to its end: its database work commits or rolls back
         // as a whole, so a cancel request cannot leave half the actions done.
+        // SPEC §3.6: a dead Python worker is noticed within the heartbeat timeout.
+        let heartbeat_timeout = if ctx.patched(PATCH_PERFORM_HEARTBEAT) {
+            Some(settings.perform_heartbeat_timeout).filter(|timeout| !timeout.is_zero())
+        } else {
+            None
+        };
         let perform = ActivityOptions::with_start_to_close_timeout(settings.perform_timeout)
+            .maybe_heartbeat_timeout(heartbeat_timeout)
             .task_queue(settings.django_task_queue.clone())
             .retry_policy(
                 RetryPolicy::builder()

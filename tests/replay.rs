@@ -22,6 +22,7 @@ fn settings() -> WorkflowSettings {
     WorkflowSettings {
         django_task_queue: "trigger-relay-django".into(),
         perform_timeout: Duration::from_secs(300),
+        perform_heartbeat_timeout: Duration::from_secs(30),
         perform_max_attempts: 10,
         record_timeout: Duration::from_secs(30),
     }
@@ -178,4 +179,63 @@ fn replay_histories_cli_is_a_deploy_gate() {
         "{out}"
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nondeterminism"));
+}
+
+/// The perform_firing heartbeat timeout (SPEC §3.6) is patched in: histories of v2 carry the
+/// patch marker and a scheduled perform with the heartbeat timeout, those of v1 neither, and
+/// both sets replay (above). A v2 folder recorded without the patch would fail here.
+#[test]
+fn heartbeat_timeout_is_recorded_behind_its_patch() {
+    let patched = |dir: &str| -> Vec<(bool, String)> {
+        let mut files: Vec<_> = std::fs::read_dir(histories_dir().join(dir))
+            .expect("history folder")
+            .map(|entry| entry.expect("entry").path())
+            .filter(|path| path.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).expect("history file");
+                let history: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                let events = history["events"].as_array().expect("events").clone();
+                let marker = events.iter().any(|event| {
+                    event["attributes"]["MarkerRecordedEventAttributes"]["marker_name"]
+                        == "core_patch"
+                });
+                let heartbeat = events
+                    .iter()
+                    .map(|event| &event["attributes"]["ActivityTaskScheduledEventAttributes"])
+                    .find(|scheduled| {
+                        scheduled["activity_type"]["name"] == "trigger_relay.perform_firing"
+                    })
+                    .map(|scheduled| scheduled["heartbeat_timeout"].clone());
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                match heartbeat {
+                    // Cancelled during the delay: perform was never scheduled.
+                    None => (marker, format!("{name}: no perform")),
+                    Some(timeout) => (marker, format!("{name}: heartbeat {timeout}")),
+                }
+            })
+            .collect()
+    };
+    let v1 = patched("v1");
+    let v2 = patched("v2");
+    assert!(v1.iter().all(|(marker, _)| !marker), "{v1:?}");
+    assert!(
+        v1.iter()
+            .all(|(_, what)| what.ends_with("no perform") || what.ends_with("\"0.000000000s\"")),
+        "{v1:?}"
+    );
+    let performed: Vec<_> = v2
+        .iter()
+        .filter(|(_, what)| !what.ends_with("no perform"))
+        .collect();
+    assert!(performed.len() >= 4, "{v2:?}");
+    assert!(
+        performed
+            .iter()
+            .all(|(marker, what)| *marker && what.ends_with("\"30.000000000s\"")),
+        "{v2:?}"
+    );
 }

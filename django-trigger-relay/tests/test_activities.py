@@ -25,9 +25,9 @@ from tasks.models import SentEmail
 from tests_support.factories import make_trigger
 from triggers.models import Activity
 
-from trigger_relay.activities import perform
 from trigger_relay.ledger import LedgerEntry
 from trigger_relay.models import OutboxRow
+from trigger_relay.perform import perform
 
 pytestmark = [
     pytest.mark.django_db,

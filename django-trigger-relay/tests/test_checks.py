@@ -16,6 +16,7 @@ from trigger_relay import receivers
 from trigger_relay.checks import app_order_problems
 from trigger_relay.checks import check_app_order
 from trigger_relay.checks import check_database
+from trigger_relay.checks import check_database_routing
 from trigger_relay.checks import check_original_receiver
 from trigger_relay.checks import check_routes
 
@@ -30,6 +31,7 @@ def test_configured_site_has_no_problems() -> None:
     assert check_routes() == []
     assert check_original_receiver() == []
     assert check_database() == []
+    assert check_database_routing() == []
 
 
 def test_app_order() -> None:
@@ -135,3 +137,88 @@ def test_app_order_check_on_installed_apps() -> None:
         assert ids(check_app_order()) == ["trigger_relay.E001"]
     assert check_app_order() == []
     assert not receivers.is_connected(Event.fired, tasks.on_event_fired)
+
+
+# --- Multiple databases: one alias for the outbox, the ledger and dj-triggers' models --------
+# The check consults the routers only, so the aliases named here need no real database.
+
+
+def relay_messages(id_: str) -> list[checks.CheckMessage]:
+    """What ``manage.py check`` reports under ``id_`` (every registered check runs)."""
+    return [message for message in checks.run_checks() if message.id == id_]
+
+
+class ActivityElsewhere:
+    def db_for_read(self, model: type, **hints: object) -> str | None:
+        return "sqlite" if model._meta.label == "triggers.Activity" else None
+
+    db_for_write = db_for_read
+
+
+class ReadReplica:
+    def db_for_read(self, model: type, **hints: object) -> str | None:
+        return "replica"
+
+
+class SiteEventsElsewhere:
+    """The site's subclasses (app ``tasks``) apart from dj-triggers' own tables."""
+
+    def db_for_write(self, model: type, **hints: object) -> str | None:
+        return "sqlite" if model._meta.app_label == "tasks" else None
+
+
+class EverythingOnOtherDatabase:
+    """All of it together, but not on the default database."""
+
+    def db_for_read(self, model: type, **hints: object) -> str | None:
+        return "other"
+
+    db_for_write = db_for_read
+
+
+class NoRelayTables:
+    def allow_migrate(self, db: str, app_label: str, **hints: object) -> bool | None:
+        return False if app_label == "trigger_relay" else None
+
+
+def test_activity_on_another_database() -> None:
+    """Issue 7 item 6: exactly-once needs the ledger and Activity's lock in one transaction."""
+    with override_settings(DATABASE_ROUTERS=[f"{__name__}.ActivityElsewhere"]):
+        (error,) = relay_messages("trigger_relay.E010")
+    assert error.level == checks.ERROR
+    assert "is written to database 'default'" in error.msg
+    assert "triggers.Activity (write -> 'sqlite', read -> 'sqlite')" in error.msg
+    assert "trigger_relay.LedgerEntry" not in error.msg
+    assert "DATABASE_ROUTERS" in (error.hint or "")
+
+
+def test_read_replica_router() -> None:
+    """Conditions and caps read on a replica would see stale counts."""
+    with override_settings(DATABASE_ROUTERS=[f"{__name__}.ReadReplica"]):
+        (error,) = relay_messages("trigger_relay.E010")
+    for label in ("trigger_relay.OutboxRow", "trigger_relay.LedgerEntry", "triggers.Activity"):
+        assert f"{label} (read -> 'replica')" in error.msg
+
+
+def test_site_subclasses_of_dj_triggers_models_count() -> None:
+    with override_settings(DATABASE_ROUTERS=[f"{__name__}.SiteEventsElsewhere"]):
+        (error,) = relay_messages("trigger_relay.E010")
+    assert "tasks.TaskCompletedEvent (write -> 'sqlite')" in error.msg
+    assert "tasks.SendEmailAction (write -> 'sqlite')" in error.msg
+
+
+def test_one_database_but_not_the_default() -> None:
+    """dj-triggers' Activity.lock opens transaction.atomic() on the default database."""
+    with override_settings(DATABASE_ROUTERS=[f"{__name__}.EverythingOnOtherDatabase"]):
+        (error,) = relay_messages("trigger_relay.E010")
+        # A router's alias missing from DATABASES is reported, not a crash of the check.
+        (missing,) = relay_messages("trigger_relay.E006")
+    assert "routed to database 'other', not 'default'" in error.msg
+    assert "Activity.lock" in error.msg
+    assert "'other', chosen by DATABASE_ROUTERS, is not in DATABASES" in missing.msg
+
+
+def test_outbox_tables_not_migrated_on_the_outbox_database() -> None:
+    with override_settings(DATABASE_ROUTERS=[f"{__name__}.NoRelayTables"]):
+        (error,) = relay_messages("trigger_relay.E010")
+    assert "refuses trigger_relay.OutboxRow, trigger_relay.LedgerEntry on database" in error.msg

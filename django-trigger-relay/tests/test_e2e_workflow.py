@@ -47,6 +47,8 @@ from tasks.models import SentEmail
 from tasks.models import Task
 from tasks.models import TaskCompletedEvent
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import TimeoutType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowExecutionStatus
 from tests_support.factories import several_actions_per_trigger
 from tests_support.harness import FINAL_STATES
@@ -72,11 +74,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, reset_seq
 User = get_user_model()
 
 #: Daemon settings of the in-memory harness: an attempt of perform_firing lost with a killed
-#: worker times out (and is retried) after 8 s; a failing action fails the row after 2.
-PERFORM_TIMEOUT = "8s"
+#: worker is retried after the 5 s heartbeat timeout (SPEC §3.6), long before its 120 s
+#: start-to-close timeout; a failing action fails the row after 2 attempts.
+PERFORM_TIMEOUT = "120s"
+PERFORM_HEARTBEAT_TIMEOUT = "5s"
 PERFORM_MAX_ATTEMPTS = 2
 DAEMON_ENV = {
     "TRIGGER_RELAY_PERFORM_TIMEOUT": PERFORM_TIMEOUT,
+    "TRIGGER_RELAY_PERFORM_HEARTBEAT_TIMEOUT": PERFORM_HEARTBEAT_TIMEOUT,
     "TRIGGER_RELAY_PERFORM_MAX_ATTEMPTS": str(PERFORM_MAX_ATTEMPTS),
     "TRIGGER_RELAY_STICKY_TIMEOUT": "2s",
 }
@@ -277,6 +282,23 @@ def wait_final(
         )
     except AssertionError as error:
         raise AssertionError(f"{error}\nrow states: {states()}") from None
+
+
+def perform_events(harness: Harness, row: OutboxRow) -> tuple[HistoryEvent, HistoryEvent]:
+    """The row's perform_firing ActivityTaskScheduled event and its (last) started event."""
+    assert row.workflow_id
+    history = harness.history(row.workflow_id)
+    (scheduled,) = [
+        event
+        for event in events_of(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+        if event.activity_task_scheduled_event_attributes.activity_type.name == PERFORM_FIRING
+    ]
+    (started,) = [
+        event
+        for event in events_of(history, EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
+        if event.activity_task_started_event_attributes.scheduled_event_id == scheduled.event_id
+    ]
+    return scheduled, started
 
 
 def perform_attempts(harness: Harness, row: OutboxRow) -> list[int]:
@@ -512,7 +534,7 @@ class TestFiring:
         assert outcome.action_count == initial_count + 1
         (email,) = outcome.emails
         assert email["action_id"] == outcome.action_id
-        assert email["context"]["idempotency_key"] == key  # SPEC §3.4
+        assert email["context"]["trigger_relay_idempotency_key"] == key  # SPEC §3.4
         assert email["sent_at"] >= row["due_at"]  # SPEC §3.1
         if combination.scenario == "important":
             assert email["subject"] == f"Well done, {combination.id}!"
@@ -573,14 +595,18 @@ class TestFiring:
         assert dt.timedelta(seconds=2) < timer <= delay
 
     def test_python_worker_killed_inside_the_action_transaction(self, harness: Harness) -> None:
-        """SPEC §3.4: the Python worker is SIGKILLed while the action has written its row
-        but not committed: the write rolls back with the connection; once the worker is back
-        the lost attempt is retried (start-to-close timeout), and the write is there exactly
-        once, the row `done`."""
+        """SPEC §3.4, §3.6: the Python worker is SIGKILLed while the action has written its
+        row but not committed: the write rolls back with the connection; the lost attempt
+        stops heartbeating and is retried after the 5 s heartbeat timeout, not the 120 s
+        start-to-close timeout, and the write is there exactly once, the row `done`.
+
+        The action sleeps for longer than the heartbeat timeout, so the attempt that is not
+        killed shows that the worker's heartbeats keep a long action alive. Before the
+        heartbeat, the retry came after the start-to-close timeout: the 60 s wait failed."""
         user = make_user("worker-crash")
         trigger = make_trigger("e2e worker crash")
         event = task_event(trigger, dt.timedelta())
-        action = record_action(trigger, "slow", sleep_seconds=3)
+        action = record_action(trigger, "slow", sleep_seconds=8)
         (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
         key = key_of(row, action)
 
@@ -607,6 +633,10 @@ class TestFiring:
             harness.worker.pid
         ]
         assert perform_attempts(harness, row) == [2]
+        (scheduled, started) = perform_events(harness, row)
+        assert scheduled.activity_task_scheduled_event_attributes.heartbeat_timeout.seconds == 5
+        timed_out = started.activity_task_started_event_attributes.last_failure
+        assert timed_out.timeout_failure_info.timeout_type == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
 
     def test_python_worker_sigterm_lets_the_running_action_finish(self, harness: Harness) -> None:
         """SPEC §5.4, §3.4: SIGTERM stops the Python worker gracefully: the action in flight
@@ -945,7 +975,7 @@ class TestFiring:
         writes = list(ActionWrite.objects.values_list("label", "idempotency_key"))
         assert writes == [("first", key_of(row, first)), ("third", key_of(row, third))]
         (email,) = SentEmail.objects.all()
-        assert email.context["idempotency_key"] == key_of(row, second)
+        assert email.context["trigger_relay_idempotency_key"] == key_of(row, second)
         # Order across the two kinds of action: the record actions journal when they write,
         # the mail keeps its time of writing (one clock, the worker's).
         (wrote_first,) = harness.journal_entries("action_wrote", action=first.pk)

@@ -13,13 +13,15 @@
 
 from __future__ import annotations
 
-import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import OperationalError
+from django.db import connection
 from django.test import override_settings
 from relay_e2e.models import FlagCondition
 from tasks.models import SendEmailAction
@@ -31,11 +33,11 @@ from triggers.models import ActionCountCondition
 from triggers.models import Activity
 from triggers.models import Trigger
 
-from trigger_relay.activities import actions_of
 from trigger_relay.activities import activity_failure
-from trigger_relay.activities import perform
 from trigger_relay.ledger import LedgerEntry
 from trigger_relay.models import OutboxRow
+from trigger_relay.perform import actions_of
+from trigger_relay.perform import perform
 
 pytestmark = [
     pytest.mark.django_db,
@@ -152,39 +154,71 @@ def test_database_error_reading_the_action_propagates_and_is_retried(
 # -- the ledger before the checks ------------------------------------------------------------
 
 
+@pytest.mark.django_db(transaction=True)
 def test_retry_overlapping_a_running_first_attempt_reports_already_performed(
-    user: Any, monkeypatch: pytest.MonkeyPatch
+    tx_user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A retry started while the first attempt still runs (start-to-close expired) passes
     the checks before the lock, then waits on ``Activity.lock`` until the first attempt
-    commits: its ledger entry and its count (which now fails ``ActionCountCondition``
+    commits its ledger entry and its count (which now fails ``ActionCountCondition``
     (limit=1)). The retry reports ``done``/``already_performed``. Before: ``skipped:
-    user_filtered_out`` although the action was performed."""
+    user_filtered_out`` although the action was performed.
+
+    Two threads, two connections, as two workers: the first attempt holds the lock inside
+    its action until the retry is seen waiting for that lock in pg_stat_activity."""
+    user = tx_user
     firing, event = fire(user)
     ActionCountCondition.objects.create(trigger_id=event.trigger_id, limit=1)
-    real_lock = Activity.lock
-    first: list[Any] = []
+    real_perform = SendEmailAction.perform
+    in_action = threading.Event()
+    release = threading.Event()
 
-    @contextlib.contextmanager
-    def lock_after_the_first_attempt(lock_user: Any, trigger: Any) -> Iterator[Any]:
-        if not first:
-            first.append(None)
-            # The first attempt takes the lock, performs and commits meanwhile.
-            first[0] = perform(firing)
-        with real_lock(lock_user, trigger) as locked:
-            yield locked
+    def held_open(self: SendEmailAction, user: Any, context: Any) -> None:
+        real_perform(self, user, context)
+        in_action.set()
+        assert release.wait(60), "the retry never waited for the lock"
 
-    monkeypatch.setattr(Activity, "lock", lock_after_the_first_attempt)
+    monkeypatch.setattr(SendEmailAction, "perform", held_open)
+    outcomes: dict[str, Any] = {}
 
-    retry = perform(firing)
+    def attempt(name: str) -> None:
+        try:
+            outcomes[name] = perform(firing)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=attempt, args=("first",))
+    first.start()
+    assert in_action.wait(60)
+    retry = threading.Thread(target=attempt, args=("retry",))
+    retry.start()
+    _wait_for_a_lock_wait()
+    release.set()
+    first.join(60)
+    retry.join(60)
 
     (action,) = action_ids(event)
-    assert (first[0].outcome, first[0].performed) == ("done", [action])
-    assert (retry.outcome, retry.reason) == ("done", None)
-    assert (retry.performed, retry.already_performed) == ([], [action])
+    assert (outcomes["first"].outcome, outcomes["first"].performed) == ("done", [action])
+    assert (outcomes["retry"].outcome, outcomes["retry"].reason) == ("done", None)
+    assert (outcomes["retry"].performed, outcomes["retry"].already_performed) == ([], [action])
     assert SentEmail.objects.filter(user=user).count() == 1
     assert ledger(firing) == [action]
     assert action_count(event, user) == 1
+
+
+def _wait_for_a_lock_wait() -> None:
+    """Until a backend of this database waits for a lock (the retry, on Activity.lock)."""
+    deadline = time.monotonic() + 60
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("no backend waited for a lock within 60 s")
 
 
 def test_retry_after_commit_then_trigger_disabled_reports_already_performed(

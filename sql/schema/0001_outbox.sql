@@ -90,20 +90,43 @@ CREATE CONSTRAINT TRIGGER trigger_relay_outbox_notify
 -- Least-privilege role for the daemon (SPEC §1.1): it reads and updates rows (claims,
 -- dispatch results, replays, cancellations) and deletes them for retention; it never
 -- inserts. Grant it to the daemon's login role:  GRANT trigger_relay_daemon TO relay_login;
--- Creating a role needs CREATEROLE; without it the grants are left to the DBA (README).
+--
+-- A role belongs to the whole cluster, not to this database: it is created only if it is
+-- missing and the applying user may create roles (CREATEROLE); otherwise a DBA creates it
+-- and applies the grants (README "Database role"). The file is applied to every test
+-- database a site's test suite creates, often several at once on one server (pytest-xdist,
+-- parallel CI jobs): a role created meanwhile by another database's copy of this file is
+-- not an error. The privileges are this database's own, so they are granted every time.
+--
+-- The tables are created in the applying session's current schema (the first existing
+-- schema of its search_path). The role gets USAGE on that schema unless it has it already
+-- (PUBLIC has it on `public` by default): without it the daemon cannot reach its tables in
+-- any other schema. The daemon's login then needs the schema on its search_path too
+-- (ALTER ROLE relay_login SET search_path = ...).
 DO $$
+DECLARE
+    tables_schema name := (
+        SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = 'trigger_relay_outbox'::regclass
+    );
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'trigger_relay_daemon') THEN
-        IF EXISTS (SELECT FROM pg_roles
-                   WHERE rolname = current_user AND (rolsuper OR rolcreaterole)) THEN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'trigger_relay_daemon')
+        AND EXISTS (SELECT FROM pg_roles
+                    WHERE rolname = current_user AND (rolsuper OR rolcreaterole)) THEN
+        BEGIN
             CREATE ROLE trigger_relay_daemon NOLOGIN;
-        ELSE
-            RAISE NOTICE 'trigger_relay: role trigger_relay_daemon not created (needs CREATEROLE); see README "Database role"';
-        END IF;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL; -- created meanwhile by a concurrent transaction (another database)
+        END;
     END IF;
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'trigger_relay_daemon') THEN
+        IF NOT has_schema_privilege('trigger_relay_daemon', tables_schema, 'USAGE') THEN
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO trigger_relay_daemon', tables_schema);
+        END IF;
         GRANT SELECT ON trigger_relay_schema_version TO trigger_relay_daemon;
         GRANT SELECT, UPDATE, DELETE ON trigger_relay_outbox TO trigger_relay_daemon;
+    ELSE
+        RAISE NOTICE 'trigger_relay: role trigger_relay_daemon not created (needs CREATEROLE); see README "Database role"';
     END IF;
 END;
 $$;

@@ -11,7 +11,12 @@ class TriggerRelayConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import pre_save
+
         from trigger_relay import checks  # noqa: F401  (registers the system checks)
         from trigger_relay.receivers import install
+        from trigger_relay.routes import pin_route_on_rename
 
         install()
+        # Any sender: dj-triggers' Trigger is polymorphic, a subclass sends itself.
+        pre_save.connect(pin_route_on_rename, dispatch_uid="trigger_relay.routes.pin_on_rename")

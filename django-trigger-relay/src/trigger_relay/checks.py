@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
+from typing import cast
 
 from django.apps import AppConfig
 from django.apps import apps
 from django.core import checks
+from django.db import DEFAULT_DB_ALIAS
+from django.db import DatabaseError
 from django.db import connections
 from django.db import router
+from django.db.models import Model
 
 from trigger_relay import conf
+from trigger_relay.schema import not_postgresql
 
 APP_NAME = "trigger_relay"
 TRIGGERS_APP_NAME = "triggers"
@@ -119,34 +125,21 @@ def check_original_receiver(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
     from trigger_relay.receivers import installation
-    from trigger_relay.receivers import is_connected
 
     if not installation.installed:
         return []
+    messages: list[checks.CheckMessage] = []
     if installation.original is None:
-        return [
+        messages.append(
             checks.Error(
                 "dj-triggers' receiver triggers.tasks.on_event_fired was not found "
                 f"({installation.import_error}); Celery-routed firings cannot be handled.",
                 hint="Install a dj-triggers version that has triggers.tasks.on_event_fired.",
                 id="trigger_relay.E004",
             )
-        ]
-    from triggers.models import Event
-
-    messages: list[checks.CheckMessage] = []
-    if is_connected(Event.fired, installation.original):
-        messages.append(
-            checks.Error(
-                "dj-triggers' receiver triggers.tasks.on_event_fired is connected to "
-                "Event.fired again: Temporal-routed firings would also go to Celery.",
-                hint=(
-                    "Something reconnected it after trigger_relay's AppConfig.ready(); remove that."
-                ),
-                id="trigger_relay.E005",
-            )
         )
-    if not installation.original_was_connected:
+    messages.extend(celery_path_receiver_problems())
+    if installation.original is not None and not installation.original_was_connected:
         messages.append(
             checks.Warning(
                 "dj-triggers' receiver triggers.tasks.on_event_fired was not connected to "
@@ -158,6 +151,60 @@ def check_original_receiver(
                 id="trigger_relay.W001",
             )
         )
+    return messages
+
+
+def celery_path_receiver_problems() -> list[checks.CheckMessage]:
+    """Receivers of ``Event.fired``, connected now, that would also enqueue firings on Celery.
+
+    The signal's live registrations are read, not what ``install()`` saw: a module imported
+    later (or ``importlib.reload(triggers.tasks)``) may have connected one since.
+    """
+    from triggers.models import Event
+
+    from trigger_relay import receivers
+    from trigger_relay import takeover
+
+    messages: list[checks.CheckMessage] = []
+    names = takeover.sender_names()
+    for registration in takeover.registrations(Event.fired):
+        receiver = registration.receiver
+        if receiver is None or receiver is receivers.on_event_fired:
+            continue
+        if takeover.is_dj_triggers_receiver(receiver):
+            messages.append(
+                checks.Error(
+                    f"dj-triggers' receiver {registration.describe(names)} is connected to "
+                    "Event.fired after trigger_relay took over: Temporal-routed firings would "
+                    "also be enqueued on Celery.",
+                    hint=(
+                        "Something connected it after trigger_relay's AppConfig.ready() (a "
+                        "module imported later, a second @receiver, "
+                        "importlib.reload(triggers.tasks)); remove that. trigger_relay calls "
+                        "dj-triggers' receiver itself for Celery-routed firings."
+                    ),
+                    id="trigger_relay.E005",
+                )
+            )
+            continue
+        references = takeover.celery_path_references(receiver)
+        if references:
+            messages.append(
+                checks.Error(
+                    f"The receiver {registration.describe(names)} of Event.fired reaches "
+                    f"dj-triggers' Celery path (it refers to {', '.join(references)}): "
+                    "Temporal-routed firings would also be enqueued on Celery, and "
+                    "Celery-routed ones twice.",
+                    hint=(
+                        "Connect nothing that enqueues triggers.tasks.handle_event: "
+                        "trigger_relay already sends each Celery-routed firing to dj-triggers' "
+                        "receiver, and each Temporal-routed one to the outbox. Remove this "
+                        "receiver, or keep only its other work in it. trigger_relay does not "
+                        "disconnect it because it may do other work."
+                    ),
+                    id="trigger_relay.E009",
+                )
+            )
     return messages
 
 
@@ -173,16 +220,199 @@ def database_problems() -> list[checks.CheckMessage]:
     from trigger_relay.models import OutboxRow
 
     alias = router.db_for_write(OutboxRow)
-    vendor = connections[alias].vendor
-    if vendor != "postgresql":
+    if alias not in connections.settings:
+        # A router's typo would otherwise crash `manage.py check` itself.
         return [
             checks.Error(
-                f"The outbox database {alias!r} is {vendor}, not PostgreSQL.",
-                hint=(
-                    "trigger_relay's outbox (sql/schema/) and the relay daemon need "
-                    "PostgreSQL: LISTEN/NOTIFY, jsonb, FOR UPDATE SKIP LOCKED."
-                ),
+                f"The outbox database {alias!r}, chosen by DATABASE_ROUTERS, is not in DATABASES.",
+                hint="Route trigger_relay's models to a PostgreSQL database of DATABASES.",
                 id="trigger_relay.E006",
             )
         ]
+    vendor = connections[alias].vendor
+    if vendor != "postgresql":
+        # The same words as the migrations, which refuse such a database.
+        message, hint = not_postgresql(alias, vendor)
+        return [checks.Error(message, hint=hint, id="trigger_relay.E006")]
     return []
+
+
+@checks.register()
+def check_database_routing(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    if not apps.is_installed(TRIGGERS_APP_NAME):
+        return []  # E001 says so; dj-triggers' models cannot be imported
+    # Only the routers are consulted: no connection is opened.
+    return database_routing_problems()
+
+
+def routed_models() -> list[type[Model]]:
+    """The models whose rows one firing's exactly-once transaction reads or writes.
+
+    The outbox and the ledger (trigger_relay), dj-triggers' models, and the site's
+    subclasses of them (polymorphic, multi-table: a subclass's query joins its parent's
+    table, so the two must live together).
+    """
+    from triggers.models import Action
+    from triggers.models import Activity
+    from triggers.models import Condition
+    from triggers.models import Event
+    from triggers.models import Trigger
+
+    from trigger_relay.models import LedgerEntry
+    from trigger_relay.models import OutboxRow
+
+    bases = (Trigger, Event, Condition, Action, Activity)
+    subclasses = [
+        model
+        for model in apps.get_models()
+        if issubclass(model, bases) and model not in bases and not model._meta.proxy
+    ]
+    return [OutboxRow, LedgerEntry, *bases, *sorted(subclasses, key=lambda m: m._meta.label)]
+
+
+def database_routing_problems() -> list[checks.CheckMessage]:
+    """Exactly-once (SPEC §3.4) holds only if one transaction covers the ledger entry, the
+    Activity's lock and count, and what the conditions read; and a firing's outbox row is
+    written where its event lives. So every routed model reads and writes one alias: the
+    default one, since dj-triggers' ``Activity.lock`` opens ``transaction.atomic()`` there.
+    """
+    from trigger_relay.models import OutboxRow
+
+    models = routed_models()
+    alias = router.db_for_write(OutboxRow)
+    elsewhere = []
+    not_migrated = []
+    for model in models:
+        routes = [("write", router.db_for_write(model)), ("read", router.db_for_read(model))]
+        differing = [
+            f"{operation} -> {routed!r}" for operation, routed in routes if routed != alias
+        ]
+        if differing:
+            elsewhere.append(f"{model._meta.label} ({', '.join(differing)})")
+        allowed = router.allow_migrate(
+            alias, model._meta.app_label, model_name=model._meta.model_name
+        )
+        if not allowed:
+            not_migrated.append(model._meta.label)
+    hint = (
+        "Route trigger_relay's and dj-triggers' models (and your subclasses of "
+        "dj-triggers' models) to the default database for reads and writes: in each "
+        "router of DATABASE_ROUTERS, return None (or the default alias) for the app labels "
+        "'trigger_relay' and 'triggers' from db_for_read, db_for_write and allow_migrate "
+        "(a read-replica router must exempt them)."
+    )
+    messages: list[checks.CheckMessage] = []
+    if elsewhere:
+        messages.append(
+            checks.Error(
+                f"The outbox (trigger_relay.OutboxRow) is written to database {alias!r}, but "
+                f"the routers send {'; '.join(elsewhere)}. A firing's outbox row, ledger "
+                "entries, Activity lock and condition reads must share one database "
+                "transaction for exactly-once.",
+                hint=hint,
+                id="trigger_relay.E010",
+            )
+        )
+    if alias != DEFAULT_DB_ALIAS:
+        messages.append(
+            checks.Error(
+                f"The outbox (trigger_relay.OutboxRow) is routed to database {alias!r}, not "
+                f"{DEFAULT_DB_ALIAS!r}: dj-triggers' Activity.lock opens its transaction on "
+                f"{DEFAULT_DB_ALIAS!r} (transaction.atomic() without using=), so the "
+                "activity worker's ledger and lock would not be in it.",
+                hint=hint,
+                id="trigger_relay.E010",
+            )
+        )
+    if not_migrated:
+        messages.append(
+            checks.Error(
+                f"The routers' allow_migrate() refuses {', '.join(not_migrated)} on database "
+                f"{alias!r}, where the outbox is written: their tables would be missing there.",
+                hint=hint,
+                id="trigger_relay.E010",
+            )
+        )
+    return messages
+
+
+@checks.register(checks.Tags.database)
+def check_routes_against_triggers(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[checks.CheckMessage]:
+    """Routes in settings and the database against the triggers that exist (issue 8).
+
+    Database checks: ``manage.py check --database default`` and ``migrate`` run them.
+    - E011: a ``TRIGGER_RELAY_ROUTES`` key (name or pk) that matches no trigger: a typo, or
+      a trigger renamed while no route was stored for it, whose firings now take the
+      default route.
+    - W002: ``TRIGGER_RELAY_CELERY_FREE`` says the site runs without Celery, but a trigger
+      still routes to Celery (its firings would be enqueued on a broker nobody serves).
+    """
+    if not databases or DEFAULT_DB_ALIAS not in databases:
+        return []
+    from triggers.models import Trigger
+
+    from trigger_relay.routes import resolve
+
+    routes = conf.routes()
+    if conf.routes_problems(routes) or not conf.is_route(conf.default_route()):
+        return []  # E002/E003 say what is wrong
+    try:
+        triggers = list(Trigger.objects.non_polymorphic().order_by("pk").values_list("pk", "name"))
+    except DatabaseError as exc:  # the tables may not exist yet (before the first migrate)
+        return [
+            checks.Warning(
+                f"Routes could not be checked against the triggers: {exc}",
+                hint="Run `manage.py migrate`, then `manage.py check --database default`.",
+                id="trigger_relay.W003",
+            )
+        ]
+    messages: list[checks.CheckMessage] = []
+    pks = {pk for pk, _ in triggers}
+    names = {name for _, name in triggers}
+    for key in cast(Mapping[object, object], routes):
+        if (isinstance(key, str) and key not in names) or (isinstance(key, int) and key not in pks):
+            kind = "name" if isinstance(key, str) else "pk"
+            messages.append(
+                checks.Error(
+                    f"TRIGGER_RELAY_ROUTES has the trigger {kind} {key!r}, which matches no "
+                    "trigger: its route applies to nothing.",
+                    hint=(
+                        "Fix the key, or remove it. A trigger renamed since keeps its route "
+                        "only if it was stored (`manage.py trigger_relay_route --trigger "
+                        "<pk> --to <route>`): routes in the database are kept by pk."
+                    ),
+                    id="trigger_relay.E011",
+                )
+            )
+    try:
+        celery_free = conf.celery_free()
+    except ValueError as problem:
+        return [
+            *messages,
+            checks.Error(str(problem), hint="Use True or False.", id="trigger_relay.E012"),
+        ]
+    if celery_free:
+        on_celery = [
+            f"{name!r} (pk {pk})" for pk, name in triggers if resolve(pk, name).route == conf.CELERY
+        ]
+        if on_celery:
+            messages.append(
+                checks.Warning(
+                    f"TRIGGER_RELAY_CELERY_FREE is set, but {len(on_celery)} trigger(s) route "
+                    f"to Celery: {', '.join(on_celery[:10])}"
+                    + (" ..." if len(on_celery) > 10 else "")
+                    + ". Their firings would be enqueued on a broker that no worker serves.",
+                    hint=(
+                        "Route them to Temporal (`manage.py trigger_relay_route --all --to "
+                        "temporal`), or unset TRIGGER_RELAY_CELERY_FREE while Celery runs."
+                    ),
+                    id="trigger_relay.W002",
+                )
+            )
+    return messages

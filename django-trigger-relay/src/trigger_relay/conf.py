@@ -133,3 +133,67 @@ def fire_outside_atomic() -> OutsideAtomic:
             f"{', '.join(map(repr, OUTSIDE_ATOMIC_VALUES))}."
         )
     return cast(OutsideAtomic, value)
+
+
+#: How long the firing's transaction waits for a lock (``Activity.lock``'s row, a unique
+#: index entry) before giving up; issue 7 item 4, SPEC §3.6.
+LOCK_TIMEOUT: Final = "TRIGGER_RELAY_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT_SECONDS: Final = 30.0
+
+
+def lock_timeout_seconds() -> float:
+    """``TRIGGER_RELAY_LOCK_TIMEOUT``: seconds the activity's transaction waits for a lock
+    (PostgreSQL's ``lock_timeout``, set for that transaction alone). A worker cut off from
+    the database while holding ``Activity.lock`` keeps its row locked until PostgreSQL
+    notices; without a bound every firing of that user and trigger would wait with it and
+    pin the worker's threads. A wait that times out is an infrastructure error: the attempt
+    rolls back and Temporal retries it. ``0`` waits forever (PostgreSQL's default).
+
+    The environment wins over the Django setting. Raises ``ValueError`` naming the setting
+    for a value that is not a non-negative number of seconds.
+    """
+    raw = os.environ.get(LOCK_TIMEOUT)
+    if raw is not None and raw.strip():
+        try:
+            seconds = float(raw.strip())
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0 or seconds == float("inf"):
+            raise ValueError(
+                f"{LOCK_TIMEOUT}={raw!r} in the environment; use a number of seconds (0: no bound)."
+            )
+        return seconds
+    value: object = getattr(settings, LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT_SECONDS)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not value >= 0
+        or value == float("inf")
+    ):
+        raise ValueError(
+            f"settings.{LOCK_TIMEOUT} is {value!r}; use a number of seconds (0: no bound)."
+        )
+    return float(value)
+
+
+#: The site runs without Celery (issue 8, item 4): a trigger routed to Celery is a warning.
+CELERY_FREE: Final = "TRIGGER_RELAY_CELERY_FREE"
+
+
+def celery_free() -> bool:
+    """``TRIGGER_RELAY_CELERY_FREE``: the site has retired Celery; every trigger must route to
+    Temporal (system check trigger_relay.W002). Default False. The environment wins over the
+    Django setting. Raises ``ValueError`` naming the setting for a value that is not a
+    boolean."""
+    raw = os.environ.get(CELERY_FREE)
+    if raw is not None and raw.strip():
+        word = raw.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ValueError(
+            f"{CELERY_FREE}={raw!r} in the environment is not a boolean; use true or false."
+        )
+    value: object = getattr(settings, CELERY_FREE, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"settings.{CELERY_FREE} is {value!r}; use True or False.")
+    return value

@@ -11,9 +11,22 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
+from trigger_relay.compat import HAS_COMPOSITE_PRIMARY_KEY
+from trigger_relay.compat import database_default
+
 
 class LedgerEntry(models.Model):
-    pk = models.CompositePrimaryKey("outbox_id", "action_id")
+    """One completed action of an outbox row. The table's key is (outbox_id, action_id).
+
+    Django 5.2 maps that key (``CompositePrimaryKey``). Older versions need a single-column
+    primary key: ``idempotency_key`` stands in for it, being made of exactly the two key
+    columns (``idempotency_key(outbox_id, action_id)``), so that an entry's ``save()`` or
+    ``delete()`` still touches that entry alone. The add-on itself only inserts entries and
+    reads them by ``outbox_id``.
+    """
+
+    if HAS_COMPOSITE_PRIMARY_KEY:
+        pk = models.CompositePrimaryKey("outbox_id", "action_id")
     outbox = models.ForeignKey(
         "trigger_relay.OutboxRow",
         on_delete=models.DO_NOTHING,
@@ -22,8 +35,10 @@ class LedgerEntry(models.Model):
     )
     action_id = models.BigIntegerField(_("action id"))
     generation = models.IntegerField(_("generation"))
-    idempotency_key = models.TextField(_("idempotency key"))
-    performed_at = models.DateTimeField(_("performed at"), db_default=Now())
+    idempotency_key = models.TextField(
+        _("idempotency key"), primary_key=not HAS_COMPOSITE_PRIMARY_KEY
+    )
+    performed_at = models.DateTimeField(_("performed at"), **database_default(Now()))
 
     class Meta:
         managed = False

@@ -12,6 +12,7 @@ from django.db.models import Value
 from django.db.models.functions import Now
 
 from trigger_relay.atomicity import check_in_transaction
+from trigger_relay.compat import HAS_DB_DEFAULT
 from trigger_relay.context import check_context
 from trigger_relay.models import OutboxRow
 
@@ -53,6 +54,11 @@ def record_firing(event: Event, user_pk: object, context: Mapping[str, Any]) -> 
         due_at=now + Value(delay),
     )
     row.save(force_insert=True, using=using)
+    if not HAS_DB_DEFAULT:
+        # Django 4.2 left the columns with SQL defaults to the database too, but reads
+        # nothing back but the id: the other attributes still hold SQL expressions.
+        row.refresh_from_db(using=using)
+        return row
     # created_at comes back from INSERT ... RETURNING (it has a database default); due_at
     # was computed from the same statement timestamp, so it is exactly this:
     row.due_at = row.created_at + delay

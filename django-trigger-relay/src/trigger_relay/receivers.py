@@ -5,12 +5,19 @@ dj-triggers connects ``triggers.tasks.on_event_fired`` to ``Event.fired`` (with 
 ``handle_event``. :func:`install` disconnects it and connects :func:`on_event_fired`, which
 sends each firing one way only: to the outbox (Temporal) or to that very same dj-triggers
 function (Celery), so a Celery-routed firing behaves exactly as without the add-on.
+
+A site may have connected dj-triggers' receiver more than once (a ``dispatch_uid``, a
+sender, a ``functools.wraps`` decorator): :func:`install` disconnects every such
+registration, not only dj-triggers' own (see :mod:`trigger_relay.takeover`). Receivers that
+merely call into ``triggers.tasks`` are left to the system check (``trigger_relay.E009``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -18,11 +25,14 @@ from django.dispatch import Signal
 from django.dispatch.dispatcher import _make_id
 
 from trigger_relay import conf
+from trigger_relay import takeover
 from trigger_relay.outbox import record_firing
 from trigger_relay.routing import route_for
 
 if TYPE_CHECKING:
     from triggers.models import Event
+
+logger = logging.getLogger("trigger_relay")
 
 DISPATCH_UID = "trigger_relay.receivers.on_event_fired"
 
@@ -35,9 +45,13 @@ class _Installation:
     original: OriginalReceiver | None = None
     #: Why the original could not be imported.
     import_error: str = ""
-    #: Whether the original was connected to ``Event.fired`` when we took over.
+    #: Whether the original (or a wrapper of it) was connected to ``Event.fired`` when we
+    #: took over.
     original_was_connected: bool = False
     installed: bool = False
+    #: The registrations :func:`install` disconnected, described (receiver, dispatch_uid,
+    #: sender), in the order found.
+    disconnected: list[str] = field(default_factory=list)
 
 
 installation = _Installation()
@@ -61,7 +75,12 @@ def on_event_fired(
 
 
 def install() -> None:
-    """Take over ``Event.fired`` from dj-triggers. Idempotent (``ready()`` may run again)."""
+    """Take over ``Event.fired`` from dj-triggers. Idempotent (``ready()`` may run again).
+
+    Every registration of dj-triggers' receiver goes, whatever its ``dispatch_uid`` or
+    sender, and so does a ``functools.wraps`` wrapper of it: all of them would enqueue
+    ``handle_event`` for Temporal-routed firings too.
+    """
     from triggers.models import Event
 
     try:
@@ -69,11 +88,44 @@ def install() -> None:
     except ImportError as exc:  # pragma: no cover - depends on the installed dj-triggers
         installation.import_error = f"{type(exc).__name__}: {exc}"
     else:
-        if Event.fired.disconnect(receiver=original):
-            installation.original_was_connected = True
         installation.original = original
+    removed = [
+        registration
+        for registration in takeover.registrations(Event.fired)
+        if takeover.is_dj_triggers_receiver(registration.receiver)
+    ]
+    if removed:
+        takeover.disconnect_registrations(
+            Event.fired, {registration.lookup_key for registration in removed}
+        )
+        installation.original_was_connected = True
+        names = takeover.sender_names()
+        for registration in removed:
+            description = registration.describe(names)
+            installation.disconnected.append(description)
+            _log_disconnected(registration, description)
     Event.fired.connect(on_event_fired, weak=False, dispatch_uid=DISPATCH_UID)
     installation.installed = True
+
+
+def _log_disconnected(registration: takeover.Registration, description: str) -> None:
+    # dj-triggers' own registration is the expected case: not worth a line at every start.
+    # Any other one was made by the site, which should hear that it no longer runs.
+    expected = (
+        registration.receiver is installation.original
+        and registration.dispatch_uid is None
+        and registration.for_any_sender
+    )
+    if expected:
+        logger.debug("trigger_relay: disconnected %s from Event.fired", description)
+    else:
+        logger.warning(
+            "trigger_relay: disconnected %s from Event.fired: it runs dj-triggers' Celery "
+            "receiver, which would also enqueue Temporal-routed firings. Celery-routed "
+            "firings now go to triggers.tasks.on_event_fired itself (a wrapper's own code "
+            "no longer runs).",
+            description,
+        )
 
 
 def is_connected(signal: Signal, receiver: Callable[..., Any]) -> bool:

@@ -1,7 +1,10 @@
 """The Python activity worker (SPEC §2.4, §5.3, §5.4): serves ``perform_firing`` on the
 Django task queue, on a thread pool, until SIGTERM or SIGINT.
 
-Connection settings use the daemon's variable names, so one environment serves both.
+Connection settings use the daemon's variable names, so one environment serves both. The
+command also reads them from Django settings; the environment wins (as conf.py's settings).
+Temporal is waited for at start, as the daemon waits: an address where nothing answers yet
+or a namespace not created yet is retried with backoff, one log line per attempt.
 """
 
 from __future__ import annotations
@@ -9,18 +12,29 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import os
+import random
+import re
 import signal
 import threading
+from collections.abc import Awaitable
+from collections.abc import Iterator
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import timedelta
 from pathlib import Path
+from typing import Final
+from typing import TypeVar
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.runtime import TelemetryConfig
+from temporalio.service import RPCError
+from temporalio.service import RPCStatusCode
 from temporalio.service import TLSConfig
 from temporalio.worker import Worker
 
@@ -28,17 +42,154 @@ from trigger_relay.activities import perform_firing
 
 logger = logging.getLogger("trigger_relay.worker")
 
+T = TypeVar("T")
+
+ADDRESS: Final = "TRIGGER_RELAY_TEMPORAL_ADDRESS"
+NAMESPACE: Final = "TRIGGER_RELAY_TEMPORAL_NAMESPACE"
+TASK_QUEUE: Final = "TRIGGER_RELAY_DJANGO_TASK_QUEUE"
+API_KEY: Final = "TRIGGER_RELAY_TEMPORAL_API_KEY"
+TLS_CA: Final = "TRIGGER_RELAY_TEMPORAL_TLS_CA"
+TLS_CERT: Final = "TRIGGER_RELAY_TEMPORAL_TLS_CERT"
+TLS_KEY: Final = "TRIGGER_RELAY_TEMPORAL_TLS_KEY"
+TLS_SERVER_NAME: Final = "TRIGGER_RELAY_TEMPORAL_TLS_SERVER_NAME"
+CONCURRENCY: Final = "TRIGGER_RELAY_WORKER_CONCURRENCY"
+SHUTDOWN_SECONDS: Final = "TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS"
+
+#: Where a value was set, as log lines and errors name it.
+ENVIRONMENT: Final = "the environment"
+DJANGO_SETTINGS: Final = "Django settings"
+DEFAULT: Final = "the default"
+
+#: Waits between attempts to reach Temporal at start: doubling from the first to the cap.
+BACKOFF_INITIAL_SECONDS: Final = 1.0
+BACKOFF_MAX_SECONDS: Final = 30.0
+#: How long one attempt may take. An address that accepts connections but never answers (a
+#: load balancer without backends, a port of some other service) would otherwise hold an
+#: attempt for the SDK's own bound, 30s, before the log says anything.
+ATTEMPT_TIMEOUT_SECONDS: Final = 10.0
+
 
 class ConfigError(ValueError):
-    """A setting of the worker is unusable; the message names the variable."""
+    """A setting of the worker is unusable; the message names the setting and where it was
+    set. Retrying cannot help, so the worker stops at once."""
 
 
 class WorkerFailed(RuntimeError):
-    """The worker could not connect, start or keep serving; the log has the traceback."""
+    """The worker could not start or keep serving; the log has the traceback."""
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A setting's value and where it was set."""
+
+    name: str
+    value: object
+    source: str
+    secret: bool = False
+
+    def where(self, *, with_type: bool = False) -> str:
+        """How errors name the value: as the operator wrote it, and where."""
+        shown = "***" if self.secret else repr(self.value)
+        if self.source == ENVIRONMENT:
+            return f"{self.name}={shown} in the environment"
+        kind = f" (type {type(self.value).__name__})" if with_type else ""
+        return f"settings.{self.name} is {shown}{kind}"
+
+
+class _Layers:
+    """The environment over Django settings (when given): the first that has a value gives
+    it. An empty or blank value, or ``None`` in Django settings, counts as unset, as in
+    conf.py; a site's ``settings.py`` often passes on ``os.environ.get(name, "")``."""
+
+    def __init__(self, environ: Mapping[str, str], django_settings: object | None) -> None:
+        self._environ = environ
+        self._django_settings = django_settings
+        self.sources: dict[str, str] = {}
+
+    def get(self, name: str, *, secret: bool = False) -> _Found | None:
+        raw = self._environ.get(name)
+        if raw is not None and raw.strip():
+            found = _Found(name, raw, ENVIRONMENT, secret)
+        else:
+            value: object = getattr(self._django_settings, name, None)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                return None
+            found = _Found(name, value, DJANGO_SETTINGS, secret)
+        self.sources[name] = found.source
+        return found
+
+    def text(self, name: str, *, secret: bool = False) -> str | None:
+        found = self.get(name, secret=secret)
+        if found is None:
+            return None
+        if not isinstance(found.value, str):
+            raise ConfigError(f"{found.where(with_type=True)}; use a str.")
+        return found.value
+
+    def pem_file(self, found: _Found | None) -> Path | None:
+        if found is None:
+            return None
+        value = found.value
+        if not isinstance(value, str | os.PathLike) or not isinstance(os.fspath(value), str):
+            raise ConfigError(f"{found.where(with_type=True)}; use a str or a pathlib.Path.")
+        path = Path(value)
+        # Read now, so that a wrong path is a clear error at start, not a connection that
+        # is retried for ever.
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{found.where()}: cannot read it: {exc.strerror or exc}.") from None
+        if b"-----BEGIN " not in content:
+            raise ConfigError(f"{found.where()}: not a PEM file (no '-----BEGIN' line).")
+        return path
+
+    def count(self, name: str, default: int) -> int:
+        found = self.get(name)
+        if found is None:
+            return default
+        number: int
+        if found.source == ENVIRONMENT:
+            try:
+                number = int(str(found.value))
+            except ValueError:
+                raise ConfigError(
+                    f"{found.where()} is not an integer; use a whole number of at least 1."
+                ) from None
+        elif isinstance(found.value, int) and not isinstance(found.value, bool):
+            number = found.value
+        else:
+            raise ConfigError(f"{found.where(with_type=True)}; use an int of at least 1.")
+        if number < 1:
+            raise ConfigError(f"{found.where()}; use a whole number of at least 1.")
+        return number
+
+    def seconds(self, name: str, default: float) -> float:
+        found = self.get(name)
+        if found is None:
+            return default
+        number: float
+        if found.source == ENVIRONMENT:
+            try:
+                number = float(str(found.value))
+            except ValueError:
+                raise ConfigError(
+                    f"{found.where()} is not a number; use a number of seconds above 0."
+                ) from None
+        elif isinstance(found.value, int | float) and not isinstance(found.value, bool):
+            number = float(found.value)
+        else:
+            raise ConfigError(
+                f"{found.where(with_type=True)}; use an int or a float, seconds above 0."
+            )
+        if not (number > 0 and math.isfinite(number)):
+            raise ConfigError(f"{found.where()}; use a number of seconds above 0.")
+        return number
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
+    """The worker's connection and capacity settings, validated (SPEC §5.4)."""
+
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = "trigger-relay-django"
@@ -52,42 +203,43 @@ class WorkerSettings:
     tls_server_name: str | None = None
     max_concurrent: int = 8
     shutdown_timeout: timedelta = timedelta(seconds=10)
+    #: Where each setting was set (a variable's name to ENVIRONMENT or DJANGO_SETTINGS), so
+    #: that a log line can say where to correct it.
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSettings:
-        env = os.environ if environ is None else environ
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        """The settings from the environment alone (``os.environ`` by default)."""
+        return cls._load(_Layers(os.environ if environ is None else environ, None))
 
-        def path(name: str) -> Path | None:
-            value = env.get(name)
-            if not value:
-                return None
-            # Read now, so that a wrong path is a clear error at start, not a traceback.
-            try:
-                with open(value, "rb"):
-                    pass
-            except OSError as exc:
-                raise ConfigError(f"{name}={value!r}: cannot read it: {exc.strerror}") from None
-            return Path(value)
+    @classmethod
+    def from_django(
+        cls, environ: Mapping[str, str] | None = None, django_settings: object | None = None
+    ) -> WorkerSettings:
+        """The settings of ``manage.py trigger_relay_worker``: each ``TRIGGER_RELAY_*``
+        setting from the environment, else from Django settings, else the default.
 
-        def positive(name: str, default: int) -> int:
-            raw = env.get(name)
-            if raw is None:
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(f"{name}={raw!r} is not an integer") from None
-            if value < 1:
-                raise ConfigError(f"{name}={raw!r} must be at least 1")
-            return value
+        Django settings may hold the natural Python types: ``str`` for text, ``int`` for
+        ``TRIGGER_RELAY_WORKER_CONCURRENCY``, ``int`` or ``float`` for
+        ``TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS``, ``str`` or ``pathlib.Path`` for the TLS
+        files. Raises :class:`ConfigError` naming the setting and where it was set.
+        """
+        if django_settings is None:
+            from django.conf import settings
 
-        if bool(env.get("TRIGGER_RELAY_TEMPORAL_TLS_CERT")) != bool(
-            env.get("TRIGGER_RELAY_TEMPORAL_TLS_KEY")
-        ):
+            django_settings = settings
+        return cls._load(_Layers(os.environ if environ is None else environ, django_settings))
+
+    @classmethod
+    def _load(cls, layers: _Layers) -> WorkerSettings:
+        cert, key = layers.get(TLS_CERT), layers.get(TLS_KEY)
+        alone = cert if key is None else key if cert is None else None
+        if alone is not None:
             raise ConfigError(
-                "TRIGGER_RELAY_TEMPORAL_TLS_CERT and TRIGGER_RELAY_TEMPORAL_TLS_KEY go together"
+                f"{TLS_CERT} and {TLS_KEY} go together (a client certificate and its key); "
+                f"only {alone.name} is set, in {alone.source}."
             )
-        address = env.get("TRIGGER_RELAY_TEMPORAL_ADDRESS", cls.address)
+        address = layers.text(ADDRESS) or cls.address
         # The daemon takes a URL (http://host:port); the Python SDK takes host:port.
         https = False
         for scheme in ("http://", "https://"):
@@ -97,18 +249,31 @@ class WorkerSettings:
         return cls(
             address=address.rstrip("/"),
             https=https,
-            namespace=env.get("TRIGGER_RELAY_TEMPORAL_NAMESPACE", cls.namespace),
-            task_queue=env.get("TRIGGER_RELAY_DJANGO_TASK_QUEUE", cls.task_queue),
-            api_key=env.get("TRIGGER_RELAY_TEMPORAL_API_KEY") or None,
-            tls_ca=path("TRIGGER_RELAY_TEMPORAL_TLS_CA"),
-            tls_cert=path("TRIGGER_RELAY_TEMPORAL_TLS_CERT"),
-            tls_key=path("TRIGGER_RELAY_TEMPORAL_TLS_KEY"),
-            tls_server_name=env.get("TRIGGER_RELAY_TEMPORAL_TLS_SERVER_NAME") or None,
-            max_concurrent=positive("TRIGGER_RELAY_WORKER_CONCURRENCY", cls.max_concurrent),
-            shutdown_timeout=timedelta(
-                seconds=positive("TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS", 10)
-            ),
+            namespace=layers.text(NAMESPACE) or cls.namespace,
+            task_queue=layers.text(TASK_QUEUE) or cls.task_queue,
+            api_key=layers.text(API_KEY, secret=True),
+            tls_ca=layers.pem_file(layers.get(TLS_CA)),
+            tls_cert=layers.pem_file(cert),
+            tls_key=layers.pem_file(key),
+            tls_server_name=layers.text(TLS_SERVER_NAME),
+            max_concurrent=layers.count(CONCURRENCY, cls.max_concurrent),
+            shutdown_timeout=timedelta(seconds=layers.seconds(SHUTDOWN_SECONDS, 10)),
+            sources=dict(layers.sources),
         )
+
+    def source(self, name: str) -> str:
+        """Where the setting ``name`` was set: ENVIRONMENT, DJANGO_SETTINGS or DEFAULT."""
+        return self.sources.get(name, DEFAULT)
+
+    def where(self, name: str) -> str:
+        """Where the setting ``name`` was set, for log lines: so that the operator knows
+        what to correct, and where."""
+        source = self.source(name)
+        if source == ENVIRONMENT:
+            return f"{name} in the environment"
+        if source == DJANGO_SETTINGS:
+            return f"settings.{name}"
+        return f"the default; set {name}"
 
     def tls_enabled(self) -> bool:
         """As the daemon's ``tls_enabled``: an API key (Temporal Cloud), a CA, a client
@@ -129,7 +294,11 @@ class WorkerSettings:
 
 
 async def run(settings: WorkerSettings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop the worker, the client, and the SDK's runtime.
+    """Wait for Temporal, then serve until SIGTERM or SIGINT; then stop the worker, the
+    client, and the SDK's runtime.
+
+    Raises :class:`ConfigError` for a setting that Temporal's SDK refuses (no retry can fix
+    it) and :class:`WorkerFailed` for a worker that failed while serving.
 
     The runtime is the point (issue 7, item 8). The SDK's Rust core runs on Tokio threads,
     and each of its results reaches asyncio from one of them (pyo3-async-runtimes sets the
@@ -145,13 +314,16 @@ async def run(settings: WorkerSettings) -> None:
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    # Before connecting, so that a SIGTERM while connecting is a clean stop too.
+    # Before connecting, so that a SIGTERM while waiting for Temporal is a clean stop too.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     runtime = Runtime(telemetry=TelemetryConfig())
     failure: str | None = None
+    refused: str | None = None
     try:
         await _serve(settings, runtime, stop)
+    except ConfigError as exc:
+        refused = str(exc)  # no traceback: the message says what to correct
     except Exception as exc:
         # Logged here, and not raised: the traceback's frames hold the client and the
         # worker, and through them the runtime.
@@ -164,21 +336,186 @@ async def run(settings: WorkerSettings) -> None:
     await asyncio.sleep(0)
     gc.collect()
     del runtime
+    if refused is not None:
+        raise ConfigError(refused)
     if failure is not None:
         raise WorkerFailed(failure)
     logger.info("trigger_relay worker stopped")
 
 
+#: How the SDK words a failure of the worker's own check of its namespace at start
+#: (``Worker.run``, core's ``validate``).
+_VALIDATION_FAILED: Final = "Worker validation failed"
+
+
 async def _serve(settings: WorkerSettings, runtime: Runtime, stop: asyncio.Event) -> None:
-    client = await Client.connect(
+    logger.info(
+        "trigger_relay worker connecting to Temporal at %s, namespace %r, task queue %s",
         settings.address,
-        namespace=settings.namespace,
-        api_key=settings.api_key,
-        tls=settings.tls(),
-        runtime=runtime,
+        settings.namespace,
+        settings.task_queue,
     )
+    delays = _backoff()
+    while not stop.is_set():
+        client = await _connect(settings, runtime, stop, delays)
+        if client is None:
+            return
+        try:
+            await _work(settings, client, stop)
+            return
+        except RuntimeError as exc:
+            # The worker checks its namespace again as it starts: Temporal may have gone away
+            # (or the namespace been deleted) since _connect's check. As the daemon: try again
+            # with a new client, since the failed worker stays registered with this one.
+            if not str(exc).startswith(_VALIDATION_FAILED):
+                raise
+            problem = (
+                f"the worker could not start on Temporal at {settings.address} "
+                f"(namespace {settings.namespace!r}, {settings.where(NAMESPACE)}): "
+                f"{_gist(str(exc))}"
+            )
+        if await _retry_later(problem, delays, stop):
+            return
+
+
+async def _connect(
+    settings: WorkerSettings, runtime: Runtime, stop: asyncio.Event, delays: Iterator[float]
+) -> Client | None:
+    """A client of Temporal, whose namespace exists; None once ``stop`` is set.
+
+    The SDK's ``Client.connect`` checks only that the server answers; a namespace that does
+    not exist surfaces when the worker starts, as a failure of ``Worker.run`` (and a warning
+    of the SDK's core). So it is checked here first, for a clear line and a retry: an
+    operator who creates the namespace later sees the worker come up without a restart.
+    """
+    while True:
+        try:
+            client = await _unless_stopped(
+                stop,
+                asyncio.wait_for(
+                    Client.connect(
+                        settings.address,
+                        namespace=settings.namespace,
+                        api_key=settings.api_key,
+                        tls=settings.tls(),
+                        runtime=runtime,
+                    ),
+                    ATTEMPT_TIMEOUT_SECONDS,
+                ),
+            )
+        except ValueError as exc:
+            # The SDK refuses the address itself ("invalid target URL"): no retry fixes that.
+            given = _Found(ADDRESS, settings.address, settings.source(ADDRESS))
+            raise ConfigError(f"{given.where()}: Temporal's SDK refuses it: {exc}.") from None
+        except RuntimeError as exc:  # "Failed client connect: ..."
+            problem = _unreachable(settings, str(exc))
+        except asyncio.TimeoutError:
+            problem = _unreachable(settings, f"no answer within {ATTEMPT_TIMEOUT_SECONDS:g}s")
+        else:
+            if client is None:
+                return None
+            try:
+                described = await _unless_stopped(
+                    stop,
+                    client.workflow_service.describe_namespace(
+                        DescribeNamespaceRequest(namespace=settings.namespace),
+                        timeout=timedelta(seconds=ATTEMPT_TIMEOUT_SECONDS),
+                    ),
+                )
+            except RPCError as exc:
+                problem = _refused(settings, exc)
+            else:
+                return None if described is None else client
+        if await _retry_later(problem, delays, stop):
+            return None
+
+
+def _unreachable(settings: WorkerSettings, error: str) -> str:
+    over = " over TLS" if settings.tls_enabled() else ""
+    return (
+        f"cannot reach Temporal at {settings.address}{over} ({settings.where(ADDRESS)}) "
+        f"for namespace {settings.namespace!r}: {_gist(error)}"
+    )
+
+
+def _refused(settings: WorkerSettings, error: RPCError) -> str:
+    at = f"Temporal at {settings.address}"
+    if error.status == RPCStatusCode.NOT_FOUND:
+        return (
+            f"{at} has no namespace {settings.namespace!r} ({settings.where(NAMESPACE)}): "
+            "waiting for it to be created"
+        )
+    reason = f"{error.status.name}: {_gist(error.message)}"
+    if error.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED):
+        if settings.api_key:
+            credentials = settings.where(API_KEY)
+        elif settings.tls_cert:
+            credentials = settings.where(TLS_CERT)
+        else:
+            credentials = f"none: neither {API_KEY} nor {TLS_CERT} is set"
+        return (
+            f"{at} refuses access to namespace {settings.namespace!r} "
+            f"({settings.where(NAMESPACE)}; credentials: {credentials}): {reason}"
+        )
+    return (
+        f"{at} ({settings.where(ADDRESS)}) did not describe namespace "
+        f"{settings.namespace!r}: {reason}"
+    )
+
+
+def _gist(error: str) -> str:
+    """An error of the SDK's Rust core, on one line and shortened to its innermost quoted
+    message where it has one: its Debug form nests the cause several levels deep
+    (``tonic::transport::Error(Transport, ConnectError(... message: "Connection refused"
+    }))``)."""
+    quoted = re.findall(r'(?:message|error): "((?:[^"\\]|\\.)*)"', error)
+    gist = quoted[-1] if quoted else error.removeprefix("Failed client connect: ")
+    return " ".join(gist.split())
+
+
+def _backoff() -> Iterator[float]:
+    """Seconds to wait before each retry: a ceiling that doubles from BACKOFF_INITIAL_SECONDS
+    to BACKOFF_MAX_SECONDS, each wait drawn from its upper half, so that workers started
+    together (a deploy) do not all retry at once against a Temporal that is coming up."""
+    ceiling = BACKOFF_INITIAL_SECONDS
+    while True:
+        yield random.uniform(ceiling / 2, ceiling)
+        ceiling = min(ceiling * 2, BACKOFF_MAX_SECONDS)
+
+
+async def _retry_later(problem: str, delays: Iterator[float], stop: asyncio.Event) -> bool:
+    """Log ``problem`` as one line and wait for the next attempt; True if ``stop`` was set
+    meanwhile (or before)."""
     if stop.is_set():
-        return
+        return True
+    delay = next(delays)
+    logger.warning("%s; retrying in %.1fs", problem, delay)
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
+async def _unless_stopped(stop: asyncio.Event, call: Awaitable[T]) -> T | None:
+    """The result of ``call``, or None if ``stop`` is set first (``call`` is then cancelled):
+    a connection to an address that drops packets can take minutes, a SIGTERM must not."""
+    task = asyncio.ensure_future(call)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.wait((task,))
+    if not task.cancelled():
+        task.exception()  # retrieved, or asyncio would log it as never retrieved
+    return None
+
+
+async def _work(settings: WorkerSettings, client: Client, stop: asyncio.Event) -> None:
     with ThreadPoolExecutor(
         max_workers=settings.max_concurrent, thread_name_prefix="trigger-relay-activity"
     ) as executor:
@@ -197,7 +534,8 @@ async def _serve(settings: WorkerSettings, runtime: Runtime, stop: asyncio.Event
             settings.namespace,
         )
         # Leaving the block shuts the worker down (Worker.shutdown): polling stops, in-flight
-        # activities get the graceful period, and the core worker is finalized.
+        # activities get the graceful period, and the core worker is finalized. A failure of
+        # the worker (its start included) is raised from the block.
         async with worker:
             await stop.wait()
             logger.info("shutting down: in-flight activities get %s", settings.shutdown_timeout)

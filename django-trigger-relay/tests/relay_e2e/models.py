@@ -14,7 +14,10 @@ from django.db import connections
 from django.db import models
 from django.db import transaction
 from triggers.models import Action
+from triggers.models import ActionCountCondition
 from triggers.models import Condition
+from triggers.models import Event
+from triggers.models import Trigger
 
 from relay_e2e import journal
 
@@ -78,7 +81,7 @@ class RecordAction(Action):
         verbose_name = "record"
 
     def perform(self, user: Any, context: dict[str, Any]) -> None:
-        key = context.get("idempotency_key", "")
+        key = context.get("trigger_relay_idempotency_key", "")
         write = ActionWrite.objects.create(
             action=self, user=user, label=self.label, idempotency_key=key
         )
@@ -133,7 +136,7 @@ class OutsideEffectAction(Action):
         verbose_name = "outside effect"
 
     def perform(self, user: Any, context: dict[str, Any]) -> None:
-        key = context.get("idempotency_key", "")
+        key = context.get("trigger_relay_idempotency_key", "")
         line = f"{key} pid={os.getpid()}\n"
         if self.on_commit:
             transaction.on_commit(lambda: self._append(line))
@@ -188,3 +191,58 @@ def _terminate_own_backend() -> None:
         assert terminated, f"backend {pid} not terminated"
     finally:
         other.close()
+
+
+# -- a site's overrides of dj-triggers' methods (SPEC §3.2: honoured as dj-triggers calls them)
+
+
+class StaffFreeTrigger(Trigger):
+    """A Trigger subclass that never fires for staff users, and whose ``on_event`` journals
+    and may decline, as site code does around ``super()``."""
+
+    decline_on_event = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "staff-free trigger"
+
+    def filter_user_queryset(self, user_queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
+        return super().filter_user_queryset(user_queryset).filter(is_staff=False)
+
+    def on_event(self, user: Any, context: Any) -> None:
+        journal.record("on_event_override", trigger=self.pk, user=user.pk)
+        if not self.decline_on_event:
+            super().on_event(user, context)
+
+
+class AnnotatedEvent(Event):
+    """An Event subclass whose ``handle`` adds to the context before dj-triggers' own."""
+
+    class Meta:
+        verbose_name = "annotated event"
+
+    def handle(self, user_pk: Any, **context: Any) -> None:
+        context["handled_by"] = "AnnotatedEvent.handle"
+        super().handle(user_pk, **context)
+
+
+class UsernameCountCondition(ActionCountCondition):
+    """A cap subclass with a filter of its own (no ``super()``): it keeps out one user by
+    name, whatever their count."""
+
+    excluded_username = models.CharField(max_length=150)
+
+    class Meta:
+        verbose_name = "count, except one user"
+
+    def filter_user_queryset(self, user_queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
+        return user_queryset.exclude(username=self.excluded_username)
+
+
+class HandoffAction(Action):
+    """Hands data on to the firing's next action in the one context dict they share."""
+
+    class Meta:
+        verbose_name = "hand-off"
+
+    def perform(self, user: Any, context: dict[str, Any]) -> None:
+        context["handed_on_by"] = self.pk

@@ -18,7 +18,8 @@ logger = logging.getLogger("trigger_relay.worker")
 class Command(BaseCommand):
     help = (
         "Serve trigger-relay's Django-side activities (conditions, actions) on the Temporal "
-        "task queue TRIGGER_RELAY_DJANGO_TASK_QUEUE until SIGTERM."
+        "task queue TRIGGER_RELAY_DJANGO_TASK_QUEUE until SIGTERM. Settings come from the "
+        "environment, else from Django settings; Temporal is waited for at start."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -38,12 +39,15 @@ class Command(BaseCommand):
                 "django-trigger-relay, is not installed: pip install 'temporalio>=1.35,<2'"
             ) from exc
         try:
-            settings = worker.WorkerSettings.from_env()
+            settings = worker.WorkerSettings.from_django()
         except worker.ConfigError as exc:
             raise CommandError(str(exc)) from exc
         failure: CommandError | None = None
         try:
             asyncio.run(worker.run(settings))
+        except worker.ConfigError as exc:
+            # A setting that Temporal's SDK refused: the message names it, no traceback.
+            failure = CommandError(str(exc))
         except worker.WorkerFailed as exc:
             failure = CommandError(f"the worker failed: {exc}")
         if worker.runtime_threads_left():

@@ -1,0 +1,447 @@
+"""One firing at due time, with fresh data, in the site's own code (SPEC §3.2-3.4, §3.7).
+
+dj-triggers on Celery runs ``event.handle(user_pk, **context)``: the trigger's
+``filter_user_queryset``, ``get_user_context``, then ``trigger.on_event``, which checks the
+conditions and performs the actions under ``Activity.lock``. Its race: the conditions are
+checked *before* the lock, so concurrent firings all pass a count cap. :func:`perform`
+runs the same calls (every override of the site's Trigger, Event and Condition subclasses
+stays in force, see :mod:`trigger_relay.hooks`), and where they reach dj-triggers' own
+``handle`` and ``on_event`` it does the relay's version:
+
+- the ledger first: an action recorded as performed for this firing is never performed
+  again (a retry, a replay by hand, a duplicate delivery);
+- under the lock, the user filter and the conditions again, with the counts committed by
+  whoever held the lock before (SPEC §3.3), and each cap judged on this user's Activity of
+  this trigger alone;
+- the actions in id order with one context dict per firing, each action's ledger entry in
+  the lock's transaction, the Activity's count moved only when something was performed.
+
+What is performed is read from the outbox row: the workflow input finds the row (id,
+generation, firing uuid) and must agree with it, so whoever can start workflows in the
+namespace cannot run a trigger for a user with a context of their choosing.
+
+Raising: the transaction rolled back, nothing of the attempt committed; the exception
+carries where in the firing it was raised (:func:`where_raised`), and
+:mod:`trigger_relay.activities` decides whether it is retried (SPEC §3.5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import connection
+from django.db import transaction
+from django.utils import timezone
+
+from trigger_relay import conf
+from trigger_relay import hooks
+from trigger_relay.ledger import LedgerEntry
+from trigger_relay.ledger import idempotency_key
+from trigger_relay.models import OutboxRow
+
+#: Context key under which each action finds its idempotency key (SPEC §3.4). Namespaced:
+#: a site's own ``idempotency_key`` in the firing's context is left as it is.
+IDEMPOTENCY_KEY = "trigger_relay_idempotency_key"
+
+#: Skip reason when the site's ``Event.handle`` or ``Trigger.on_event`` override returned
+#: without reaching dj-triggers' own (and so without performing anything).
+NOT_HANDLED = "not_handled"
+
+#: Attribute that :func:`mark` sets on an exception: where in the firing it was raised.
+#: ``None``: in the relay's own steps (nothing to name).
+_WHERE = "_trigger_relay_where"
+#: Where an exception raised by the commit of the firing's transaction comes from.
+COMMIT_PHASE = "the commit of the firing's transaction or a transaction.on_commit callback"
+
+
+@dataclass
+class FiringResult:
+    """Mirrors ``FiringResult`` in the daemon's src/workflow.rs."""
+
+    outcome: str  # "done" or "skipped"
+    reason: str | None = None
+    performed: list[int] = field(default_factory=list)
+    already_performed: list[int] = field(default_factory=list)
+
+    @classmethod
+    def skipped(cls, reason: str, already_performed: list[int] | None = None) -> FiringResult:
+        return cls(outcome="skipped", reason=reason, already_performed=already_performed or [])
+
+
+class _FinishUnderLock(Exception):
+    """Leave ``Activity.lock`` with ``result``, rolling back its transaction (nothing was
+    written in it) so that the Activity's count does not move."""
+
+    def __init__(self, result: FiringResult) -> None:
+        super().__init__(result.reason or result.outcome)
+        self.result = result
+
+
+def actions_of(trigger: Any) -> list[Any]:
+    """The trigger's actions in id order, on either dj-triggers schema (SPEC §2.1).
+
+    PyPI 1.0.1: one action, ``trigger.action`` (OneToOne). Upstream main: several,
+    ``trigger.actions`` (ForeignKey).
+    """
+    manager = getattr(trigger, "actions", None)
+    if manager is not None and hasattr(manager, "order_by"):
+        return list(manager.order_by("pk"))
+    try:
+        return [trigger.action]
+    except ObjectDoesNotExist:
+        # RelatedObjectDoesNotExist: a trigger without its action. Only that means "no
+        # action": anything else (a lost connection, a deadlock) propagates and is retried
+        # or fails the firing as any other error would (SPEC §3.5).
+        return []
+
+
+def mark(exc: BaseException, where: str | None) -> None:
+    """Record where in the firing ``exc`` was raised, unless a closer mark did already."""
+    if not hasattr(exc, _WHERE):
+        # An exception class with __slots__ takes no attribute: it goes unmarked.
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(exc, _WHERE, where)
+
+
+def where_raised(exc: BaseException) -> str | None:
+    """Where :func:`perform` saw ``exc`` raised (``action 12, SendEmailAction``), if known."""
+    where = getattr(exc, _WHERE, None)
+    return where if isinstance(where, str) else None
+
+
+@contextlib.contextmanager
+def _site_code(where: str | None) -> Iterator[None]:
+    """Mark an exception raised inside with ``where``, so that the failure an operator
+    reads in ``last_error`` says which action, condition or override raised."""
+    try:
+        yield
+    except Exception as exc:
+        mark(exc, where)
+        raise
+
+
+def _named(kind: str, instance: Any) -> str:
+    return f"{kind} {instance.pk}, {type(instance).__name__}"
+
+
+def _override(instance: Any, name: str, base: type, kind: str) -> str | None:
+    """``where`` for a call of ``name``: the site's override, or None for dj-triggers' own
+    (whose steps mark their own exceptions)."""
+    if hooks.is_overridden(instance, name, base):
+        return f"{name} of {_named(kind, instance)}"
+    return None
+
+
+def _firing_uuid(value: object) -> str | None:
+    """Canonical text of a firing uuid (lowercase, hyphens), or None for rows and inputs
+    from before schema version 3. Parsed rather than compared as given, so that a
+    differently spelled uuid of the same firing is not mistaken for another firing; a
+    value that is no uuid at all raises (a bug of the caller, not a reason to skip)."""
+    if value is None:
+        return None
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return str(uuid.UUID(str(value)))
+
+
+def _input_matches(firing: dict[str, Any], row: dict[str, Any]) -> bool:
+    """The workflow input names the row's own event, trigger and user.
+
+    The daemon copies them from the row, so they differ only in an input that someone
+    other than the relay wrote (or edited) to run a trigger for a user of their choosing;
+    that workflow performs nothing. Values are compared as the row stores them (ids as
+    integers, the user pk as text).
+    """
+    try:
+        return (
+            int(firing["event_id"]) == row["event_id"]
+            and int(firing["trigger_id"]) == row["trigger_id"]
+            and str(firing["user_pk"]) == row["user_pk"]
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def perform(firing: dict[str, Any]) -> FiringResult:
+    """SPEC §3.2-3.4, §3.7 for the firing that the workflow input ``firing`` names."""
+    from triggers.models import Activity
+    from triggers.models import Event
+    from triggers.models import Trigger
+
+    hooks.install()
+    outbox_id = int(firing["outbox_id"])
+    generation = int(firing["generation"])
+    row = (
+        OutboxRow.objects.filter(pk=outbox_id)
+        .values(
+            "state",
+            "generation",
+            "firing_uuid",
+            "event_id",
+            "trigger_id",
+            "user_pk",
+            "context",
+        )
+        .first()
+    )
+    if row is None or row["state"] == OutboxRow.State.CANCELLED:
+        return FiringResult.skipped("cancelled")
+    if row["generation"] != generation:
+        # A replay superseded this workflow: the newer generation's workflow does the work.
+        # Checked before the firing: a replay also gives a row from before schema 3 its
+        # uuid, and the old workflow (input without one) was superseded, not misdirected.
+        return FiringResult.skipped("superseded")
+    if _firing_uuid(row["firing_uuid"]) != _firing_uuid(firing.get("firing_uuid")):
+        # Row ids come back after a restored database or `TRUNCATE ... RESTART IDENTITY`:
+        # this workflow was started for another firing that had this id, and the row now
+        # belongs to a firing of its own (which has its own workflow). Nothing of it is ours.
+        return FiringResult.skipped("firing_mismatch")
+    if not _input_matches(firing, row):
+        # SPEC §3.7: the row is the firing; an input that names another event, trigger or
+        # user was not written by the relay from this row. Perform nothing for anyone.
+        return FiringResult.skipped("input_mismatch")
+    context = row["context"]
+    if not isinstance(context, dict):
+        raise ValueError(
+            f"the outbox row's context is a JSON {type(context).__name__}, not an object"
+        )
+
+    # The polymorphic managers: the site's Event and Trigger subclasses, with their overrides.
+    event = Event.objects.filter(pk=row["event_id"]).first()
+    if event is None:
+        return FiringResult.skipped("event_deleted")
+    trigger = Trigger.objects.filter(pk=row["trigger_id"]).first()
+    if trigger is None:
+        return FiringResult.skipped("trigger_deleted")
+    actions = actions_of(trigger)
+    if not actions:
+        return FiringResult.skipped("no_actions")
+    # The ledger before anything that may have changed since an earlier attempt committed
+    # (the trigger disabled, a cap now reached by that very attempt): what is done is done.
+    already = _already_performed(outbox_id, actions)
+    if len(already) == len(actions):
+        # A replay of a finished row (or a retry after a crash that came after the commit):
+        # everything is done already, whatever the trigger and conditions say now.
+        return FiringResult(outcome="done", already_performed=already)
+    if not trigger.is_enabled:
+        return FiringResult.skipped("trigger_disabled", already)
+
+    # The row's trigger is the firing's, whatever the event points to now; upstream's
+    # handle (and a site's override of it) reads it as ``self.trigger``.
+    event.trigger = trigger
+    performing = _Performing(
+        outbox_id=outbox_id,
+        generation=generation,
+        event_id=event.pk,
+        trigger_id=trigger.pk,
+        actions=actions,
+        already=already,
+        activity=Activity.objects.filter(trigger=trigger, user_id=row["user_pk"]).first(),
+    )
+    try:
+        with hooks.performing(performing), _site_code(_override(event, "handle", Event, "event")):
+            event.handle(row["user_pk"], **context)
+    except Activity.Cancel:
+        # dj-triggers semantics: Cancel stops the firing, whatever site code raised it.
+        return performing.result or FiringResult.skipped("cancelled", already)
+    if performing.result is not None:
+        return performing.result
+    return FiringResult.skipped(performing.reason or NOT_HANDLED, already)
+
+
+def _already_performed(outbox_id: int, actions: list[Any]) -> list[int]:
+    """The firing's actions that the ledger records as performed (committed), in order."""
+    done = set(LedgerEntry.objects.filter(outbox_id=outbox_id).values_list("action_id", flat=True))
+    return [action.pk for action in actions if action.pk in done]
+
+
+@dataclass
+class _Performing:
+    """The firing being performed: dj-triggers' ``handle``, ``on_event`` and cap filters, as
+    the relay does them (called through :mod:`trigger_relay.hooks`)."""
+
+    outbox_id: int
+    generation: int
+    event_id: int
+    trigger_id: int
+    actions: list[Any]
+    already: list[int]
+    #: The Activity that the caps are judged on: this user's of this trigger as read before
+    #: the lock, then the locked one.
+    activity: Any
+    #: Set once the actions ran (or the firing finished under the lock).
+    result: FiringResult | None = None
+    #: Why dj-triggers' own steps stopped before the lock.
+    reason: str | None = None
+
+    def owns_event(self, event: Any) -> bool:
+        return bool(event.pk == self.event_id)
+
+    def owns_trigger_id(self, trigger_id: Any) -> bool:
+        return bool(trigger_id == self.trigger_id)
+
+    def cap_allows(self, condition: Any, cap: type) -> bool:
+        """dj-triggers' cap conditions, judged on this trigger's own Activity row.
+
+        Upstream filters users with ``exclude(trigger_activity__trigger=...,
+        trigger_activity__action_count__gte=...)``; over a multi-valued relation Django
+        applies the two lookups to *different* Activity rows, so a user with any Activity
+        of this trigger and a busy Activity of another trigger is wrongly excluded. Here
+        the cap is read from the Activity of this (user, trigger) alone, which is what the
+        conditions mean.
+        """
+        from triggers import models
+
+        activity = self.activity
+        if cap is getattr(models, "ActionFrequencyCondition", None):
+            last = None if activity is None else activity.last_action_datetime
+            return last is None or last <= timezone.now() - condition.limit
+        return activity is None or activity.action_count < condition.limit
+
+    def handle(self, event: Any, user_pk: Any, context: dict[str, Any]) -> None:
+        """dj-triggers' ``Event.handle``, step by step, each step's outcome recorded."""
+        from triggers.models import Trigger
+
+        trigger = event.trigger
+        user = self._filtered_user(trigger, user_pk)
+        if user is None:
+            self.reason = "user_filtered_out"
+            return
+        with _site_code(f"get_user_context of {_named('event', event)}"):
+            user_context = event.get_user_context(user, context)
+        if not isinstance(user_context, MutableMapping):
+            # The actions share it and each gets its idempotency key in it.
+            user_context = dict(user_context)
+        with _site_code(_override(trigger, "on_event", Trigger, "trigger")):
+            trigger.on_event(user, user_context)
+
+    def on_event(self, trigger: Any, user: Any, context: MutableMapping[str, Any]) -> None:
+        """dj-triggers' ``Trigger.on_event``: the conditions, then the actions under
+        ``Activity.lock``, with the ledger and the checks again under the lock."""
+        if not user:
+            self.reason = "user_filtered_out"
+            return
+        if not self._conditions_satisfied(trigger, user):
+            self.reason = "condition_false"
+            return
+        self.result = self._perform_under_lock(trigger, user, context)
+
+    def _filtered_user(self, trigger: Any, user_pk: Any) -> Any:
+        """The user if ``trigger.filter_user_queryset`` keeps them (the site's override and
+        each condition's filter, the caps judged on :attr:`activity`), else None."""
+        from triggers.models import Trigger
+
+        users = get_user_model().objects.filter(pk=user_pk)
+        where = _override(trigger, "filter_user_queryset", Trigger, "trigger")
+        # The querysets are lazy: what a filter does wrong surfaces at first().
+        with _site_code(where or "the conditions' filter_user_queryset"):
+            return trigger.filter_user_queryset(users).first()
+
+    def _conditions_satisfied(self, trigger: Any, user: Any) -> bool:
+        for condition in trigger.conditions.all():
+            with _site_code(_named("condition", condition)):
+                if not condition.is_satisfied(user):
+                    return False
+        return True
+
+    def _perform_under_lock(
+        self, trigger: Any, user: Any, context: MutableMapping[str, Any]
+    ) -> FiringResult:
+        from triggers.models import Activity
+
+        result = FiringResult(outcome="done")
+        # Where an exception that no mark inside claims was raised: entering the lock, inside
+        # (the relay's own steps: None), or its commit, which runs what the actions
+        # registered with transaction.on_commit.
+        phase: str | None = "Activity.lock"
+        try:
+            with transaction.atomic():
+                _bound_lock_waits()
+                with Activity.lock(user, trigger) as locked:
+                    phase = None
+                    self.activity = locked
+                    result = self._perform_locked(trigger, user, context, result)
+                    phase = COMMIT_PHASE
+                phase = COMMIT_PHASE
+        except _FinishUnderLock as finish:
+            return finish.result
+        except Exception as exc:
+            mark(exc, phase)
+            raise
+        # Activity.lock swallows the Activity.Cancel that ended a cancelled firing.
+        return self.result if self.result is not None else result
+
+    def _perform_locked(
+        self, trigger: Any, user: Any, context: MutableMapping[str, Any], result: FiringResult
+    ) -> FiringResult:
+        """Inside ``Activity.lock``, with data committed by whoever held it before (SPEC
+        §3.3)."""
+        from triggers.models import Activity
+
+        # The ledger first: an attempt that held the lock before (a retry overlapping a
+        # still-running first attempt) may have performed everything, and the conditions,
+        # re-checked now, would see its count.
+        already = _already_performed(self.outbox_id, self.actions)
+        if len(already) == len(self.actions):
+            raise _FinishUnderLock(FiringResult(outcome="done", already_performed=already))
+        result.already_performed = already
+        try:
+            if self._filtered_user(trigger, user.pk) is None:
+                raise _FinishUnderLock(FiringResult.skipped("user_filtered_out", already))
+            if not self._conditions_satisfied(trigger, user):
+                raise _FinishUnderLock(FiringResult.skipped("condition_false", already))
+            for action in self.actions:
+                if action.pk in already:
+                    continue
+                key = idempotency_key(self.outbox_id, action.pk)
+                # One dict for the whole firing, as upstream passes it: actions may hand
+                # data on to the next one. Only our own key changes between actions.
+                context[IDEMPOTENCY_KEY] = key
+                with _site_code(_named("action", action)):
+                    action.perform(user, context)
+                LedgerEntry.objects.create(
+                    outbox_id=self.outbox_id,
+                    action_id=action.pk,
+                    generation=self.generation,
+                    idempotency_key=key,
+                )
+                result.performed.append(action.pk)
+        except Activity.Cancel:
+            # dj-triggers semantics (raised by an action, or by a condition under the lock):
+            # stop the rest, leave the count unchanged; the lock commits what earlier
+            # actions wrote, with their ledger entries.
+            self.result = FiringResult(
+                outcome="skipped",
+                reason="cancelled",
+                performed=result.performed,
+                already_performed=result.already_performed,
+            )
+            raise
+        if not result.performed:
+            # Nothing left to perform (cannot happen after the checks above, kept as a
+            # guard): the count must not move.
+            self.result = FiringResult.skipped("cancelled", already)
+            raise Activity.Cancel()
+        return result
+
+
+def _bound_lock_waits() -> None:
+    """``lock_timeout`` for the firing's transaction alone (SPEC §3.6): a worker cut off
+    while holding ``Activity.lock`` cannot pin every thread that fires for the same user
+    and trigger. A wait that runs out raises (SQLSTATE 55P03), rolls the attempt back and
+    is retried as an infrastructure error. ``set_config(..., true)`` rather than ``SET
+    LOCAL``: it takes a parameter, and is transaction-scoped, so PgBouncer's transaction
+    pooling carries it to no other client."""
+    seconds = conf.lock_timeout_seconds()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, true)", [f"{round(seconds * 1000)}ms"]
+        )
