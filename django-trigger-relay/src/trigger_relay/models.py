@@ -74,3 +74,4 @@ from trigger_relay.ledger import LedgerEntry  # noqa: E402
 from trigger_relay.routes import TriggerRoute  # noqa: E402
 
 __all__ = ["LedgerEntry", "OutboxRow", "TriggerRoute"]
+from trigger_relay.adoption import CeleryTaskClaim  # noqa: E402, F401
