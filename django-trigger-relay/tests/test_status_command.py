@@ -1,0 +1,70 @@
+"""``manage.py trigger_relay_status`` (issue 8, item 4): per trigger its route, its outbox
+rows by state and what Celery still holds for it, and whether Celery can be stopped.
+
+What Celery holds is read from the run's own real Redis queue (no worker runs here: the
+messages wait in the queue, as they do in a broker before a worker takes them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+from tests_support.broker import CeleryQueue
+from tests_support.factories import make_trigger
+
+from trigger_relay.management.commands.trigger_relay_status import CAN_STOP
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def status() -> dict[str, Any]:
+    out = io.StringIO()
+    call_command("trigger_relay_status", "--json", stdout=out)
+    result: dict[str, Any] = json.loads(out.getvalue())
+    return result
+
+
+def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {trigger["name"]: trigger for trigger in report["triggers"]}
+
+
+def test_status_says_when_celery_can_be_stopped(tx_user: Any, celery_queue: CeleryQueue) -> None:
+    waiting = make_trigger("Waits in Celery", delay=dt.timedelta(days=2))
+    moved = make_trigger("Already on Temporal")
+    call_command("trigger_relay_route", "--trigger", "Already on Temporal", "--to", "temporal")
+    with transaction.atomic():
+        waiting.fire_single(tx_user.pk, task_id=1)
+        waiting.fire_single(tx_user.pk, task_id=2)
+        moved.fire_single(tx_user.pk, task_id=3)
+    assert len(celery_queue.tasks()) == 2
+
+    report = status()
+
+    triggers = by_name(report)
+    assert triggers["Waits in Celery"]["route"] == "celery"
+    assert triggers["Waits in Celery"]["celery"] == {"queued": 2, "held": 0, "adopted": 0}
+    assert triggers["Already on Temporal"]["outbox"] == {"pending": 1}
+    assert triggers["Already on Temporal"]["source"] == "database"
+    assert not report["can_stop_celery"]
+    assert "1 trigger(s) still route to Celery" in report["verdict"]
+    assert "holds 2 handle_event task(s) not adopted" in report["verdict"]
+
+    # Move the last trigger and adopt what waits: nothing left that Celery would perform.
+    call_command("trigger_relay_route", "--all", "--to", "temporal")
+    call_command("trigger_relay_adopt_celery", stdout=io.StringIO())
+    report = status()
+
+    assert by_name(report)["Waits in Celery"]["celery"] == {"queued": 0, "held": 0, "adopted": 2}
+    assert by_name(report)["Waits in Celery"]["outbox"] == {"pending": 2}
+    assert report["can_stop_celery"]
+    assert report["verdict"] == CAN_STOP
+
+    text = io.StringIO()
+    call_command("trigger_relay_status", stdout=text)
+    assert text.getvalue().rstrip().endswith(CAN_STOP)
