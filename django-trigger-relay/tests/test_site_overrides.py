@@ -268,6 +268,24 @@ def test_site_idempotency_key_in_the_context_is_left_alone(user: Any) -> None:
     assert email.context[IDEMPOTENCY_KEY] == idempotency_key(firing["outbox_id"], action.pk)
 
 
+def test_context_keys_named_like_the_relays_own_parameters(user: Any) -> None:
+    """A firing's context reaches ``Event.handle`` as keyword arguments: keys that happen to
+    be the names of the relay's own parameters are the site's data like any other."""
+    event = make_trigger("Odd keys")
+    firing = fire(event, user, firing="f", original="o", cap="c", relay_version="r")
+
+    result = perform(firing)
+
+    assert result.outcome == "done"
+    (email,) = SentEmail.objects.filter(user=user)
+    assert {key: email.context[key] for key in ("firing", "original", "cap", "relay_version")} == {
+        "firing": "f",
+        "original": "o",
+        "cap": "c",
+        "relay_version": "r",
+    }
+
+
 def test_actions_share_one_context_dict(user: Any) -> None:
     """dj-triggers main passes one dict to every action of a firing; actions use it to hand
     data on. Before: each action got a copy, the hand-off was lost."""

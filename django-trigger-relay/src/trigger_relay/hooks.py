@@ -88,8 +88,10 @@ def _replace(cls: type, name: str, relay_version: Callable[..., Any]) -> None:
     if getattr(original, ORIGINAL, None) is not None:
         return
 
+    # Positional-only parameters here and below: a firing's context arrives as keyword
+    # arguments of ``handle``, and a context key may be any name ("firing", "original").
     @functools.wraps(original)
-    def replacement(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def replacement(self: Any, /, *args: Any, **kwargs: Any) -> Any:
         firing = _current.get()
         if firing is None:
             return original(self, *args, **kwargs)
@@ -100,7 +102,7 @@ def _replace(cls: type, name: str, relay_version: Callable[..., Any]) -> None:
 
 
 def _event_handle(
-    firing: Firing, original: Callable[..., Any], event: Any, user_pk: Any, **context: Any
+    firing: Firing, original: Callable[..., Any], event: Any, user_pk: Any, /, **context: Any
 ) -> None:
     if not firing.owns_event(event):
         return original(event, user_pk, **context)
