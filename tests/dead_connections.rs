@@ -124,6 +124,89 @@ async fn database_timeout_turns_a_blackholed_database_into_not_ready() {
     db.drop_db().await;
 }
 
+/// SPEC §4.4: a claim the daemon gave up on (its answer lost on a dead path) can still run
+/// on the server when the path comes back, later than the first drain after the outage:
+/// the proxy here, a real network or a pooler holds the statement and delivers it on
+/// resume. Its rows, claimed for this replica with a lease nobody renews, must not wait out
+/// the lease. The test plays the late claim itself, after the daemon has recovered from an
+/// outage: rows inserted and claimed for the daemon's replica in one transaction, with a
+/// 300 s lease. They are dispatched within seconds: each drain within a lease of the
+/// outage first hands back the replica's claims. (CI once saw the unscripted version in
+/// `database_timeout_turns_a_blackholed_database_into_not_ready`: 50 rows stuck for 30 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_landing_late_after_an_outage_is_handed_back() {
+    const REPLICA: &str = "late-claim-replica";
+    let db = TestDb::create().await;
+    let proxy = BlackholeProxy::start("127.0.0.1:5432").await;
+    let temporal = TemporalServer::start().await;
+    let relay = RelayProcess::spawn(
+        &db.url_via(&proxy.address()),
+        &temporal.address(),
+        &[
+            ("TRIGGER_RELAY_REPLICA", REPLICA),
+            ("TRIGGER_RELAY_LEASE", "300s"),
+            ("TRIGGER_RELAY_DATABASE_TIMEOUT", "2s"),
+            ("TRIGGER_RELAY_DATABASE_STATEMENT_TIMEOUT", "2s"),
+            ("TRIGGER_RELAY_POLL_INTERVAL", "1s"),
+            ("TRIGGER_RELAY_STATS_INTERVAL", "1s"),
+        ],
+    );
+    relay.wait_ready().await;
+
+    proxy.blackhole();
+    wait_for(
+        "a drain to fail on the blackholed path",
+        Duration::from_secs(30),
+        || async {
+            let (_, metrics) = relay.get("/metrics").await?;
+            let errors: f64 = metrics
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix("trigger_relay_postgres_errors_total{query=\"claim\"} ")
+                })?
+                .parse()
+                .ok()?;
+            (errors > 0.0).then_some(())
+        },
+    )
+    .await;
+    proxy.resume();
+    relay.wait_ready().await;
+    // A first drain after the outage completes (and with it the hand-back that follows an
+    // error at once): the late claim lands after it, as in the CI run.
+    let first = db.insert_rows(1).await;
+    wait_for(
+        "a row inserted after the outage to be dispatched",
+        Duration::from_secs(30),
+        || async { (db.state_of(first[0]).await == "dispatched").then_some(()) },
+    )
+    .await;
+
+    // The late claim: rows that never were claimable, claimed for the daemon's replica.
+    let client = db.connect().await;
+    client
+        .batch_execute(&format!(
+            "BEGIN;
+             INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, context, due_at,
+                                               claimed_by, claimed_until, attempts)
+             SELECT 1, 1, g::text, jsonb_build_object('n', g), now(),
+                    '{REPLICA}', now() + interval '300 seconds', 1
+             FROM generate_series(1, 20) AS g;
+             COMMIT;"
+        ))
+        .await
+        .expect("insert late-claimed rows");
+    // Well within the 300 s lease: a few 1 s polls on a loaded machine.
+    wait_for(
+        "the 20 late-claimed rows to be handed back and dispatched (21 with the first)",
+        Duration::from_secs(30),
+        || async { (db.count("dispatched").await == 21).then_some(()) },
+    )
+    .await;
+    drop(relay);
+    db.drop_db().await;
+}
+
 /// Issue 6 item 7: a second SIGTERM ends a shutdown that is waiting (here for a claim on a
 /// dead database path, under long timeouts) at once, with status 130.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

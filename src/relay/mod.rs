@@ -71,21 +71,25 @@ impl Relay {
     ) {
         let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
         let mut source = WakeSource::Poll;
-        // After a PostgreSQL error the last claim or mark_dispatched may have run on the
-        // server without its answer reaching us: its rows would wait out their lease.
-        let mut orphans_possible = false;
+        // After a PostgreSQL error, a claim or mark_dispatched sent before it may run on the
+        // server without its answer reaching us, and not only at once: a network path that
+        // comes back delivers a statement it held, so a claim can land after the first
+        // drain that follows. Its rows would wait out their lease. For one lease after the
+        // last error every drain therefore first hands back this replica's claims; a
+        // statement held longer than that is not looked for (its rows wait out the lease).
+        let mut orphans_until: Option<Instant> = None;
         loop {
-            let drained = match self.release_orphans(orphans_possible).await {
-                Ok(()) => {
-                    orphans_possible = false;
-                    self.drain(&client, source, &cancel).await
-                }
+            let look_for_orphans = orphans_until.is_some_and(|until| Instant::now() < until);
+            let drained = match self.release_orphans(look_for_orphans).await {
+                Ok(()) => self.drain(&client, source, &cancel).await,
                 Err(err) => Err(err.into()),
             };
             match drained {
                 Ok(()) => backoff.reset(),
                 Err(err) => {
-                    orphans_possible |= matches!(err, DrainError::Postgres(_));
+                    if matches!(err, DrainError::Postgres(_)) {
+                        orphans_until = Some(Instant::now() + self.config.lease);
+                    }
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %err, retry_in = ?delay, failures = backoff.failures(),
                                    "outbox drain interrupted");

@@ -378,7 +378,7 @@ impl TemporalServer {
             db_file,
             child: None,
         };
-        server.restart().await;
+        server.launch(true).await;
         server
     }
 
@@ -386,15 +386,84 @@ impl TemporalServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Starts the stopped server again on the same port (and the same file, if persistent).
     pub async fn restart(&mut self) {
+        self.launch(false).await;
+    }
+
+    /// Spawns the server and waits until it answers. A port picked by [`free_port`] can be
+    /// taken by another test's process before the server binds it (the server then exits at
+    /// once): a first start moves to fresh ports, a restart (whose port the daemon under
+    /// test already knows) tries the same port again. Up to three attempts; the last
+    /// attempt's stderr is in the panic.
+    async fn launch(&mut self, may_move: bool) {
         assert!(self.child.is_none(), "server already running");
+        let log = std::env::temp_dir().join(format!(
+            "trigger-relay-test-temporal-{}-{}.log",
+            std::process::id(),
+            self.port
+        ));
+        for attempt in 1..=3 {
+            let mut child = self.command(&log).spawn().expect("spawn temporal server");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let exited = loop {
+                // A server that cannot bind exits within milliseconds; looking only after
+                // the first pause keeps another test's server on a taken port from
+                // answering for ours.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Ok(Some(status)) = child.try_wait() {
+                    break status;
+                }
+                if temporal_client(&self.address()).await.is_ok() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        break status;
+                    }
+                    self.child = Some(child);
+                    let _ = std::fs::remove_file(&log);
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "timed out after 60s waiting for the Temporal dev server on port {} to \
+                         answer; its stderr:\n{}",
+                        self.port,
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            };
+            let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+            eprintln!(
+                "Temporal dev server on port {} exited ({exited}) at attempt {attempt}: {}",
+                self.port,
+                stderr.trim()
+            );
+            assert!(
+                attempt < 3,
+                "the Temporal dev server would not start: {}",
+                stderr.trim()
+            );
+            if may_move {
+                self.port = free_port();
+            } else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    fn command(&self, log: &std::path::Path) -> Command {
         let mut cmd = Command::new(temporal_bin());
         cmd.args(["server", "start-dev", "--headless", "--log-level", "error"])
             .args(["--ip", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--http-port", &free_port().to_string()])
             .args(["--metrics-port", &free_port().to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(
+                std::fs::File::create(log)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            );
         if let Some(file) = &self.db_file {
             cmd.arg("--db-filename").arg(file);
             cmd.args([
@@ -404,17 +473,7 @@ impl TemporalServer {
                 "synchronous=normal",
             ]);
         }
-        self.child = Some(cmd.spawn().expect("spawn temporal server"));
-        let address = self.address();
-        wait_for(
-            "the Temporal dev server to answer",
-            Duration::from_secs(60),
-            || {
-                let address = address.clone();
-                async move { temporal_client(&address).await.ok() }
-            },
-        )
-        .await;
+        cmd
     }
 
     pub fn stop(&mut self) {
