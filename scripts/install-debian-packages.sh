@@ -2,6 +2,9 @@
 # Installs the Debian packages the tests need beyond what the machine comes with:
 #   pgbouncer  tests/pgbouncer.rs runs its own PgBouncer (transaction mode) in front of the
 #              test database.
+#   chromium, chromium-driver
+#              browser_tests/ (`make test-browser`) drive the Django admin in Debian's
+#              headless Chromium through /usr/bin/chromedriver (Selenium never fetches one).
 # Idempotent: does nothing (and touches no package list) when everything is there; runs
 # `apt-get update` only when something is missing. The tests start their own pgbouncer on a
 # free port as the `postgres` user; the package's own service (port 6432) is stopped and
@@ -10,6 +13,8 @@ set -euo pipefail
 
 missing=()
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

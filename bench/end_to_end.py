@@ -1,0 +1,571 @@
+"""The two routes of the example site side by side, in one run (issue 9): dj-triggers on
+Celery (Redis) and the same trigger through the outbox, the daemon, Temporal and the Python
+worker.
+
+    .venv/bin/python bench/end_to_end.py [--firings 1000] [--latency 40] [--repeats 3]
+    make bench                  # the same, after a release build of the daemon
+
+It starts its own processes on free ports: a Temporal dev server (SQLite file in WAL mode,
+as the demo runs it), the daemon, `manage.py trigger_relay_worker` and a Celery worker
+(prefork, the example site's app, on its own Redis database), on a fresh database
+`trigger_relay_bench`. Two identical triggers (task completed -> SendEmailAction), one routed
+to Celery and one to Temporal; only the one being measured is enabled. Per repeat and route,
+in alternating order:
+
+- latency: `--latency` firings one at a time, each waited for: the fire call's time
+  (`Task.complete()`: the site's transaction including the firing and its commit) and
+  fire -> action performed (the SentEmail row's `sent_at` minus the moment before the fire);
+- sustained: `--firings` firings fired back to back from this process, then waited for:
+  firings/s from the first fire to the last action, and the CPU seconds each process spent
+  meanwhile, per 1,000 firings (process trees, so Celery's prefork children and PostgreSQL's
+  backends count, exited ones included).
+
+Prints one table (median and min-max over repeats, the Temporal/Celery ratio) and writes
+the figures as JSON to bench/results/. Nothing else should run on the machine meanwhile:
+PostgreSQL's and Redis' CPU is the whole server's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "example"
+VENV_BIN = ROOT / ".venv" / "bin"
+DB_NAME = "trigger_relay_bench"
+DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+# A Redis database of its own: no other test's or demo's Celery worker takes our messages.
+BROKER_URL = "redis://127.0.0.1:6379/11"
+ROUTES = ("celery", "temporal")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(what: str, timeout: float, check: Callable[[], Any], every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+# ---------------------------------------------------------------------------------------
+# CPU and memory of process trees, from /proc
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of the process and of its reaped children)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    # After the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based
+    # from the state field.
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return int(fields[1]), ticks / CLK_TCK
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of `root` and its live descendants, plus every reaped descendant (a live
+    process's cutime/cstime holds its reaped children's, recursively)."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None:
+                parents[int(entry.name)], cpu[int(entry.name)] = stat
+    total = 0.0
+    for pid, seconds in cpu.items():
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == root:
+            total += seconds
+    return total
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of one process in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+# ---------------------------------------------------------------------------------------
+# The processes
+
+
+class Processes:
+    def __init__(self, workdir: Path, daemon: Path) -> None:
+        self.workdir = workdir
+        self.daemon_bin = daemon
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.temporal_port = free_port()
+        self.metrics_port = free_port()
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": DB_URL,
+            "CELERY_BROKER_URL": BROKER_URL,
+            "DJANGO_SETTINGS_MODULE": "example_site.settings",
+            "DJANGO_DEBUG": "0",
+            "TRIGGER_RELAY_DATABASE_URL": DB_URL,
+            "TRIGGER_RELAY_TEMPORAL_ADDRESS": f"http://127.0.0.1:{self.temporal_port}",
+            "TRIGGER_RELAY_METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
+            "TRIGGER_RELAY_LOG_FORMAT": "text",
+            "PYTHONPATH": str(EXAMPLE),
+        }
+
+    def spawn(self, name: str, argv: list[str], cwd: Path = ROOT) -> None:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the child)
+        self.children[name] = subprocess.Popen(
+            argv, cwd=cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def pid(self, name: str) -> int:
+        return self.children[name].pid
+
+    def start(self) -> None:
+        self.spawn(
+            "temporal",
+            [
+                str(VENV_BIN / "temporal"),
+                *("server", "start-dev", "--headless", "--log-level", "error"),
+                *("--ip", "127.0.0.1", "--port", str(self.temporal_port)),
+                *("--http-port", str(free_port()), "--metrics-port", str(free_port())),
+                *("--db-filename", str(self.workdir / "temporal.db")),
+                *(
+                    "--sqlite-pragma",
+                    "journal_mode=wal",
+                    "--sqlite-pragma",
+                    "synchronous=normal",
+                ),
+            ],
+        )
+        wait_until("the Temporal dev server", 60, lambda: port_open(self.temporal_port))
+        self.spawn("daemon", [str(self.daemon_bin), "run"])
+        self.spawn(
+            "worker",
+            [str(VENV_BIN / "python"), "manage.py", "trigger_relay_worker"],
+            EXAMPLE,
+        )
+        self.spawn(
+            "celery",
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "example_site",
+                "worker",
+                "--loglevel=WARNING",
+            ],
+            EXAMPLE,
+        )
+        wait_until("the daemon's /readyz", 60, self.daemon_ready, every=0.2)
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                raise SystemExit(f"bench: {name} exited; see {self.workdir / name}.log")
+
+    def daemon_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            child.terminate()
+        for child in self.children.values():
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def manage(*args: str) -> None:
+    env = {**os.environ, "DATABASE_URL": DB_URL, "CELERY_BROKER_URL": BROKER_URL}
+    subprocess.run([str(VENV_BIN / "python"), "manage.py", *args], cwd=EXAMPLE, env=env, check=True)
+
+
+def create_database() -> None:
+    for statement in (
+        f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)",
+        f"CREATE DATABASE {DB_NAME}",
+    ):
+        subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qc",
+                statement,
+            ],
+            check=True,
+        )
+    manage("migrate", "--verbosity", "0")
+
+
+def postgres_pid() -> int:
+    out = subprocess.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+            "SHOW data_directory",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return int(Path(out, "postmaster.pid").read_text().split()[0])
+
+
+# ---------------------------------------------------------------------------------------
+# The site side (this process is the site firing its triggers)
+
+
+def setup_django() -> None:
+    os.environ["DATABASE_URL"] = DB_URL
+    os.environ["CELERY_BROKER_URL"] = BROKER_URL
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_site.settings")
+    os.environ["DJANGO_DEBUG"] = "0"
+    sys.path.insert(0, str(EXAMPLE))
+    import django
+
+    django.setup()
+    # Publishing to the broker from this process, as the site's web process does.
+    import example_site.celery  # noqa: F401
+
+
+def seed() -> tuple[Any, dict[str, Any]]:
+    from django.contrib.auth import get_user_model
+    from tasks.models import SendEmailAction
+    from tasks.models import TaskCompletedEvent
+    from triggers.models import Trigger
+
+    from trigger_relay.routes import set_routes
+
+    user = get_user_model().objects.create(username="bench", email="bench@example.com")
+    triggers = {}
+    for route in ROUTES:
+        trigger = Trigger.objects.create(name=f"bench: task completed, {route}", is_enabled=False)
+        TaskCompletedEvent.objects.create(trigger=trigger)
+        SendEmailAction.objects.create(
+            trigger=trigger,
+            subject="Done: {{ task_title }}",
+            body="{{ task_title }} is done.\n",
+        )
+        set_routes([trigger.pk], route, changed_by="bench")  # type: ignore[arg-type]
+        triggers[route] = trigger
+    return user, triggers
+
+
+def enable_only(triggers: dict[str, Any], route: str) -> None:
+    for name, trigger in triggers.items():
+        trigger.is_enabled = name == route
+        trigger.save(update_fields=["is_enabled"])
+
+
+def new_tasks(user: Any, n: int, label: str) -> list[Any]:
+    from tasks.models import Task
+
+    return list(Task.objects.bulk_create(Task(user=user, title=f"{label} {i}") for i in range(n)))
+
+
+def emails_for(tasks: list[Any]) -> int:
+    from tasks.models import SentEmail
+
+    return SentEmail.objects.filter(context__task_id__in=[t.pk for t in tasks]).count()
+
+
+def latency_phase(user: Any, n: int, label: str) -> dict[str, list[float]]:
+    from tasks.models import SentEmail
+
+    fire_ms, action_ms = [], []
+    tasks = new_tasks(user, n, label)
+    for task in tasks:
+        before = time.time()
+        started = time.perf_counter()
+        task.complete()
+        fire_ms.append((time.perf_counter() - started) * 1000)
+        mail = wait_until(
+            f"the action of {label}",
+            120,
+            lambda task=task: SentEmail.objects.filter(context__task_id=task.pk).first(),
+            every=0.002,
+        )
+        action_ms.append((mail.sent_at.timestamp() - before) * 1000)
+    return {"fire_ms": fire_ms, "fire_to_action_ms": action_ms, **start_latency(tasks)}
+
+
+def start_latency(tasks: list[Any]) -> dict[str, list[float]]:
+    """Temporal route: outbox row written (its transaction's start) -> workflow started, as
+    the daemon recorded it; by NOTIFY, since the poll interval is 1 s."""
+    from trigger_relay.models import OutboxRow
+
+    rows = OutboxRow.objects.filter(context__task_id__in=[t.pk for t in tasks])
+    return {
+        "row_to_start_ms": [
+            (row.dispatched_at - row.created_at).total_seconds() * 1000
+            for row in rows
+            if row.dispatched_at is not None
+        ]
+    }
+
+
+def sustained_phase(user: Any, n: int, label: str, pids: dict[str, int]) -> dict[str, Any]:
+    tasks = new_tasks(user, n, label)
+    cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
+    self_before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    for task in tasks:
+        task.complete()
+    fired = time.perf_counter() - started
+    self_after = resource.getrusage(resource.RUSAGE_SELF)
+    wait_until(f"{n} actions of {label}", 600, lambda: emails_for(tasks) == n, every=0.05)
+    elapsed = time.perf_counter() - started
+    cpu = {name: tree_cpu(pid) - cpu_before[name] for name, pid in pids.items()}
+    cpu["site (firing process)"] = (self_after.ru_utime + self_after.ru_stime) - (
+        self_before.ru_utime + self_before.ru_stime
+    )
+    return {
+        "firings_per_s": n / elapsed,
+        "fire_loop_s": fired,
+        "cpu_s_per_1000": {name: seconds * 1000 / n for name, seconds in cpu.items()},
+    }
+
+
+def history_events(processes: Processes) -> int:
+    """Events in the history of the last finished firing's workflow."""
+    from trigger_relay.models import OutboxRow
+
+    row = OutboxRow.objects.filter(state="done").order_by("-id").first()
+    if row is None or not row.workflow_id:
+        raise SystemExit("bench: no finished Temporal firing to count history events of")
+    out = subprocess.run(
+        [
+            str(VENV_BIN / "temporal"),
+            *("workflow", "show", "--workflow-id", row.workflow_id),
+            *("--address", f"127.0.0.1:{processes.temporal_port}", "--output", "json"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return len(json.loads(out)["events"])
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def spread(values: list[float]) -> str:
+    if not values or not any(values):
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def report(results: dict[str, Any]) -> str:
+    runs = results["repeats"]
+    rows: list[tuple[str, list[float], list[float]]] = []
+
+    def add(label: str, pick: Callable[[str, dict[str, Any]], float]) -> None:
+        celery, temporal = ([pick(route, run[route]) for run in runs] for route in ROUTES)
+        rows.append((label, celery, temporal))
+
+    for q in (50, 99):
+        add(
+            f"fire call incl. commit, p{q} (ms)",
+            lambda _, x, q=q: percentile(x["latency"]["fire_ms"], q),
+        )
+    for q in (50, 99):
+        add(
+            f"fire -> action performed, p{q} (ms)",
+            lambda _, x, q=q: percentile(x["latency"]["fire_to_action_ms"], q),
+        )
+    for q in (50, 99):
+        add(
+            f"row written -> workflow started (NOTIFY), p{q} (ms)",
+            lambda r, x, q=q: (
+                percentile(x["latency"]["row_to_start_ms"], q) if r == "temporal" else 0
+            ),
+        )
+    add(
+        f"sustained, {results['firings']} firings: firings/s",
+        lambda _, x: x["sustained"]["firings_per_s"],
+    )
+    names = sorted(
+        {n for run in runs for r in ROUTES for n in run[r]["sustained"]["cpu_s_per_1000"]}
+    )
+    for name in names:
+        add(
+            f"CPU s per 1,000 firings: {name}",
+            lambda _, x, n=name: x["sustained"]["cpu_s_per_1000"][n],
+        )
+    # What a site runs on its own hosts; the Temporal cluster runs elsewhere in production.
+    site = {
+        "celery": ("celery", "postgres", "redis"),
+        "temporal": ("daemon", "worker", "postgres"),
+    }
+    add(
+        "CPU s per 1,000 firings, site's hosts (Celery worker + PostgreSQL + Redis | "
+        "daemon + worker + PostgreSQL)",
+        lambda r, x: sum(x["sustained"]["cpu_s_per_1000"][n] for n in site[r]),
+    )
+
+    lines = [
+        "| figure | Celery route (dj-triggers) | Temporal route | Temporal / Celery |",
+        "|---|---|---|---|",
+    ]
+    for label, celery, temporal in rows:
+        base = statistics.median(celery)
+        ratio = f"{statistics.median(temporal) / base:.2f}" if base > 0 else "-"
+        lines.append(f"| {label} | {spread(celery)} | {spread(temporal)} | {ratio} |")
+    lines.append(
+        f"| workflow history events per firing (no delay) | - | {results['history_events']} | - |"
+    )
+    idle, peak = results["daemon_rss_mib"]
+    lines.append(f"| daemon RSS idle / peak (MiB) | - | {idle:.0f} / {peak:.0f} | - |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--firings",
+        type=int,
+        default=1000,
+        help="sustained firings per route and repeat",
+    )
+    parser.add_argument(
+        "--latency",
+        type=int,
+        default=40,
+        help="one-at-a-time firings per route and repeat",
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--daemon", type=Path, default=ROOT / "target" / "release" / "trigger-relay"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the logs' directory")
+    args = parser.parse_args()
+    if not args.daemon.exists():
+        raise SystemExit(f"bench: no daemon at {args.daemon} (cargo build --release, or --daemon)")
+
+    workdir = Path(tempfile.mkdtemp(prefix="trigger-relay-bench-"))
+    create_database()
+    setup_django()
+    import redis
+
+    redis_client = redis.Redis.from_url(BROKER_URL)
+    redis_client.flushdb()
+    user, triggers = seed()
+    processes = Processes(workdir, args.daemon)
+    results: dict[str, Any] = {
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()},
+        "firings": args.firings,
+        "latency_firings": args.latency,
+        "daemon": str(args.daemon),
+        "temporal_server": "start-dev, SQLite file, journal_mode=wal, synchronous=normal",
+        "repeats": [],
+    }
+    try:
+        processes.start()
+        pids = {
+            "temporal server": processes.pid("temporal"),
+            "daemon": processes.pid("daemon"),
+            "worker": processes.pid("worker"),
+            "celery": processes.pid("celery"),
+            "postgres": postgres_pid(),
+            "redis": int(redis_client.info("server")["process_id"]),
+        }
+        # Warm-up: one firing per route, waited for (workers polling, caches, connections).
+        for route in ROUTES:
+            enable_only(triggers, route)
+            latency_phase(user, 1, f"warm-up {route}")
+        idle_rss = rss_mib(pids["daemon"])[0]
+        for repeat in range(args.repeats):
+            run: dict[str, Any] = {}
+            order = ROUTES if repeat % 2 == 0 else tuple(reversed(ROUTES))
+            for route in order:
+                enable_only(triggers, route)
+                label = f"r{repeat} {route}"
+                print(
+                    f"bench: repeat {repeat + 1}/{args.repeats}, {route} route",
+                    file=sys.stderr,
+                )
+                run[route] = {
+                    "latency": latency_phase(user, args.latency, label),
+                    "sustained": sustained_phase(user, args.firings, label, pids),
+                }
+            results["repeats"].append(run)
+        results["history_events"] = history_events(processes)
+        results["daemon_rss_mib"] = (idle_rss, rss_mib(pids["daemon"])[1])
+    finally:
+        processes.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"bench: logs in {workdir}", file=sys.stderr)
+
+    table = report(results)
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / f"end_to_end-{results['started_at'].replace(':', '')}.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(table)
+    print(f"\nJSON: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
