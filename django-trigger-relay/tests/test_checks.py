@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from django.core import checks
 from django.core.management import call_command
@@ -19,6 +25,8 @@ from trigger_relay.checks import check_database
 from trigger_relay.checks import check_database_routing
 from trigger_relay.checks import check_original_receiver
 from trigger_relay.checks import check_routes
+
+EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "example"
 
 
 def ids(messages: list[checks.CheckMessage]) -> list[str]:
@@ -222,3 +230,32 @@ def test_outbox_tables_not_migrated_on_the_outbox_database() -> None:
     with override_settings(DATABASE_ROUTERS=[f"{__name__}.NoRelayTables"]):
         (error,) = relay_messages("trigger_relay.E010")
     assert "refuses trigger_relay.OutboxRow, trigger_relay.LedgerEntry on database" in error.msg
+
+
+def test_first_migrate_of_a_new_site_prints_no_warning(tmp_path: Any) -> None:
+    """A new site's first ``manage.py migrate`` runs the database checks before it creates
+    any table: the route check (W003) must not warn about the tables it is about to create.
+    Afterwards ``check --database default`` is clean too. The example site, a fresh
+    database, real subprocesses."""
+    name = f"trigger_relay_first_migrate_{os.getpid()}"
+    admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True)
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.execute(f"CREATE DATABASE {name}")
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{name}",
+        "DJANGO_SETTINGS_MODULE": "example_site.settings",
+    }
+    manage = [sys.executable, str(EXAMPLE_DIR / "manage.py")]
+    try:
+        for command in (["migrate", "--verbosity", "0"], ["check", "--database", "default"]):
+            result = subprocess.run(
+                [*manage, *command], env=env, capture_output=True, text=True, timeout=300
+            )
+            output = result.stdout + result.stderr
+            assert result.returncode == 0, output
+            assert "trigger_relay.W" not in output, output
+            assert "trigger_relay.E" not in output, output
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
