@@ -39,7 +39,7 @@ pub enum HistoryError {
 pub fn replayer(settings: WorkflowSettings) -> Result<WorkflowReplayer, HistoryError> {
     let options = WorkflowReplayerOptions::new()
         .register_workflow_with_factory::<TriggerWorkflow, _>(move || {
-            TriggerWorkflow::new(settings.clone())
+            TriggerWorkflow::new(settings.clone(), None)
         })
         .map_err(|e| HistoryError::Replay(e.to_string()))?
         .build();

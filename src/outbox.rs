@@ -148,6 +148,12 @@ pub struct WorkflowInput {
     pub context: Option<Box<serde_json::value::RawValue>>,
     pub created_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
+    /// Set by the workflow on the copy it hands to `perform_firing`, never by the relay: the
+    /// Python activity may record a `done` or `skipped` outcome on the row itself, in the
+    /// firing's own transaction, and says so in [`FiringResult::recorded`]. Absent from the
+    /// workflow's input and from older histories.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_outcome: bool,
 }
 
 /// What the Python activity reports back (django-trigger-relay, trigger_relay/activities.py).
@@ -165,6 +171,11 @@ pub struct FiringResult {
     /// Action ids the ledger shows as performed before (retries, replays).
     #[serde(default)]
     pub already_performed: Vec<i64>,
+    /// The activity recorded the outcome on the outbox row in the firing's transaction, as
+    /// `record_outcome` would have: the workflow skips that activity. Absent (false) from
+    /// workers before this field and from older histories.
+    #[serde(default)]
+    pub recorded: bool,
 }
 
 /// The final state of an outbox row, recorded by `record_outcome` and returned as the
@@ -251,6 +262,7 @@ impl ClaimedRow {
             context: None,
             created_at: self.created_at,
             due_at: self.due_at,
+            record_outcome: false,
         };
         // Serializing plain fields cannot fail; measure what Temporal receives.
         let size = serde_json::to_vec(&input)

@@ -92,9 +92,10 @@ impl HostedWorker {
         cancel: &CancellationToken,
     ) -> Result<(), WorkerError> {
         let settings = self.config.workflow_settings();
+        let outcomes = self.metrics.workflow_outcomes.clone();
         let options = WorkerOptions::new(self.temporal.temporal_task_queue.clone())
             .register_workflow_with_factory::<TriggerWorkflow, _>(move || {
-                TriggerWorkflow::new(settings.clone())
+                TriggerWorkflow::new(settings.clone(), Some(outcomes.clone()))
             })
             .map_err(|e| WorkerError::Register(e.to_string()))?
             .register_activities(OutboxActivities {

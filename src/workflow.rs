@@ -4,7 +4,10 @@
 //! 1. Wait until the row's due time on a durable timer (a cancel request ends the wait).
 //! 2. Run `trigger_relay.perform_firing` on the Django task queue (Python worker): fresh
 //!    checks, `Activity.lock`, conditions re-checked, actions in order, each at most once.
-//! 3. Record the outcome on the outbox row through `record_outcome` on this daemon's queue.
+//! 3. Record the outcome on the outbox row: `done` and `skipped` are recorded by the Python
+//!    activity itself, in the firing's transaction, when it says so (`recorded`); anything
+//!    else (a failure, a cancellation, a worker from before issue 9) through
+//!    `record_outcome` on this daemon's queue.
 //!
 //! Determinism: the body uses only workflow time, timers and activities. Any change to the
 //! commands it issues must go through `ctx.patched(..)` (docs/versioning.md) and keep every
@@ -14,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use prometheus::IntCounterVec;
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{activities, activity_definitions, workflow, workflow_methods};
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -58,11 +62,14 @@ impl DjangoActivities {
 #[workflow]
 pub struct TriggerWorkflow {
     settings: WorkflowSettings,
+    /// `trigger_relay_workflow_outcomes_total`, for outcomes the Python activity recorded
+    /// (the others are counted by `record_outcome`). None when replaying histories.
+    outcomes: Option<IntCounterVec>,
 }
 
 impl TriggerWorkflow {
-    pub fn new(settings: WorkflowSettings) -> Self {
-        Self { settings }
+    pub fn new(settings: WorkflowSettings, outcomes: Option<IntCounterVec>) -> Self {
+        Self { settings, outcomes }
     }
 }
 
@@ -124,29 +131,59 @@ impl TriggerWorkflow {
             .cancellation_token(WorkflowCancellationToken::new())
             .summary(format!("perform firing of outbox row {}", input.outbox_id))
             .build();
+        // The activity may record done or skipped itself, in the firing's transaction: the
+        // outcome commits with the actions, and the workflow needs no second activity (6 of
+        // a firing's history events, issue 9). A worker that did not record says so, and
+        // the workflow records as before; which branch ran is in the activity's result, so
+        // replay takes the same one.
+        let perform_input = WorkflowInput {
+            record_outcome: true,
+            ..input.clone()
+        };
         let result = ctx
-            .execute_activity(DjangoActivities::perform_firing, input.clone(), perform)
+            .execute_activity(DjangoActivities::perform_firing, perform_input, perform)
             .await;
-        let final_outcome = match result {
-            Ok(firing) if firing.outcome == "done" => Outcome {
-                performed: firing.performed,
-                ..outcome(State::Done, None, None)
-            },
+        let (final_outcome, recorded) = match result {
+            Ok(firing) if firing.outcome == "done" => (
+                Outcome {
+                    performed: firing.performed,
+                    ..outcome(State::Done, None, None)
+                },
+                firing.recorded,
+            ),
             Ok(firing) if firing.outcome == "skipped" => {
                 let reason = firing.reason.or_else(|| Some("unspecified".into()));
-                outcome(State::Skipped, reason, None)
+                (outcome(State::Skipped, reason, None), firing.recorded)
             }
-            Ok(firing) => outcome(
-                State::Failed,
-                None,
-                Some(format!(
-                    "unknown outcome {:?} from the Python worker",
-                    firing.outcome
-                )),
+            Ok(firing) => (
+                outcome(
+                    State::Failed,
+                    None,
+                    Some(format!(
+                        "unknown outcome {:?} from the Python worker",
+                        firing.outcome
+                    )),
+                ),
+                false,
             ),
-            Err(err) => outcome(State::Failed, None, Some(failure_message(&err))),
+            Err(err) => (
+                outcome(State::Failed, None, Some(failure_message(&err))),
+                false,
+            ),
         };
-        record(ctx, &settings, final_outcome.clone()).await?;
+        if recorded {
+            // Counted once, when the workflow task first runs; a replay (a worker that
+            // restarted, an evicted cache) does not count it again.
+            if !ctx.is_replaying_history_events()
+                && let Some(outcomes) = ctx.state(|w| w.outcomes.clone())
+            {
+                outcomes
+                    .with_label_values(&[final_outcome.state.as_str()])
+                    .inc();
+            }
+        } else {
+            record(ctx, &settings, final_outcome.clone()).await?;
+        }
         Ok(final_outcome)
     }
 }

@@ -239,3 +239,42 @@ fn heartbeat_timeout_is_recorded_behind_its_patch() {
         "{v2:?}"
     );
 }
+
+/// Issue 9: from v3 on, perform_firing records `done` and `skipped` itself, in the firing's
+/// transaction, and the workflow schedules no record_outcome for them; a failure and a
+/// cancellation are still recorded by the daemon. v2 histories (the daemon recorded every
+/// outcome) keep replaying through the other branch (above).
+#[test]
+fn outcomes_recorded_by_perform_from_v3_on() {
+    let activities = |dir: &str, name: &str| -> Vec<String> {
+        let path = histories_dir().join(dir).join(name);
+        let text = std::fs::read_to_string(&path).expect("history file");
+        let history: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        history["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|event| {
+                event["attributes"]["ActivityTaskScheduledEventAttributes"]["activity_type"]["name"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    const PERFORM: &str = "trigger_relay.perform_firing";
+    const RECORD: &str = "trigger_relay.record_outcome";
+    for name in [
+        "done_no_delay.json",
+        "done_after_delay.json",
+        "skipped_trigger_disabled.json",
+        "replayed_nothing_to_perform.json",
+    ] {
+        assert_eq!(activities("v3", name), [PERFORM], "v3/{name}");
+        assert_eq!(activities("v2", name), [PERFORM, RECORD], "v2/{name}");
+    }
+    assert_eq!(
+        activities("v3", "failed_activity_error.json"),
+        [PERFORM, RECORD]
+    );
+    assert_eq!(activities("v3", "cancelled_during_delay.json"), [RECORD]);
+}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+import urllib.request
 from collections.abc import Iterable
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -282,6 +283,38 @@ def wait_final(
         )
     except AssertionError as error:
         raise AssertionError(f"{error}\nrow states: {states()}") from None
+
+
+E = EventType
+#: Workflow task events, whose number depends on how the worker and server met.
+TASK_EVENTS = {
+    E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+    E.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    E.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+    E.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+}
+#: The heartbeat patch's marker and the search attribute upsert that comes with it.
+PATCH = [E.EVENT_TYPE_MARKER_RECORDED, E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
+TIMER = [E.EVENT_TYPE_TIMER_STARTED, E.EVENT_TYPE_TIMER_FIRED]
+PERFORM = [
+    E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+    E.EVENT_TYPE_ACTIVITY_TASK_STARTED,
+    E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+]
+COMPLETED = [E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED]
+
+
+def outcome_counts(harness: Harness) -> dict[str, float]:
+    """``trigger_relay_workflow_outcomes_total`` of the harness' daemon, by state."""
+    with urllib.request.urlopen(f"http://{harness.metrics_addr}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith('trigger_relay_workflow_outcomes_total{state="'):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels.split('"')[1]] = float(value)
+    return counts
 
 
 def perform_events(harness: Harness, row: OutboxRow) -> tuple[HistoryEvent, HistoryEvent]:
@@ -691,15 +724,16 @@ class TestFiring:
             harness.wait(lambda: writes_of(key), what="the action's commit", interval=0.02)
         harness.daemon.kill()
         if moment == "while_performing":
-            # The Python worker finishes the activity without the daemon...
+            # The Python worker finishes the activity without the daemon, and the row says
+            # done with the action's commit (issue 9: the activity records it)...
             harness.wait(
                 lambda: writes_of(key),
                 what="the action's commit",
                 allow_dead=[harness.daemon],
             )
-            time.sleep(1)
-            # ...but nobody records the outcome until the daemon is back.
-            assert OutboxRow.objects.get(pk=row.pk).state == "dispatched"
+            assert OutboxRow.objects.get(pk=row.pk).state == "done"
+        # ...and the workflow, resumed by the restarted daemon, completes without a second
+        # perform.
         harness.start_daemon()
 
         (row,) = wait_final(harness, [row], timeout=60)
@@ -777,6 +811,50 @@ class TestFiring:
         assert action_count(trigger, user) == 1
         result = harness.result(row.workflow_id)
         assert (result["state"], result["generation"], result["performed"]) == ("done", 1, [])
+
+    def test_the_activity_records_the_outcome_in_the_firings_transaction(
+        self, harness: Harness
+    ) -> None:
+        """Issue 9: the workflow asks perform_firing to record the outcome (``record_outcome``
+        in its input). The activity writes ``done`` in the transaction that performed the
+        action (the row's finished_at is the ledger entry's performed_at: the same
+        transaction's now()) and ``skipped`` on its own, and the workflow schedules no
+        record_outcome activity: a firing without delay is 7 events besides its workflow
+        tasks (13 in all with two clean workflow tasks; 19 when the daemon recorded). The
+        daemon still counts both outcomes."""
+        before = outcome_counts(harness)
+        user = make_user("recorded-by-perform")
+        done_trigger = make_trigger("e2e recorded done")
+        done_event = task_event(done_trigger, dt.timedelta())
+        action = SendEmailAction.objects.create(
+            trigger=done_trigger, subject="Recorded: {{ task_title }}", body="b"
+        )
+        skip_trigger = make_trigger("e2e recorded skipped")
+        skip_event = task_event(skip_trigger, dt.timedelta(seconds=3))
+        SendEmailAction.objects.create(trigger=skip_trigger, subject="never", body="b")
+        (done,) = fire(done_event, user, task_id=1, task_title="t", task_important=False)
+        (skipped,) = fire(skip_event, user, task_id=2, task_title="t", task_important=False)
+        Trigger.objects.filter(pk=skip_trigger.pk).update(is_enabled=False)
+
+        done, skipped = wait_final(harness, [done, skipped])
+        assert (done.state, done.last_error) == ("done", None)
+        assert (skipped.state, skipped.skip_reason) == ("skipped", "trigger_disabled")
+        (entry,) = LedgerEntry.objects.filter(outbox_id=done.pk, action_id=action.pk)
+        assert done.finished_at == entry.performed_at
+        started = E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
+        shapes = {
+            done.pk: [started, *PATCH, *PERFORM, *COMPLETED],
+            skipped.pk: [started, *TIMER, *PATCH, *PERFORM, *COMPLETED],
+        }
+        for row in (done, skipped):
+            assert row.workflow_id
+            history = harness.history(row.workflow_id)
+            assert scheduled_activity_types(history) == [PERFORM_FIRING], describe_history(history)
+            besides_tasks = [e.event_type for e in history if e.event_type not in TASK_EVENTS]
+            assert besides_tasks == shapes[row.pk], describe_history(history)
+        after = outcome_counts(harness)
+        assert after["done"] - before["done"] == 1
+        assert after["skipped"] - before["skipped"] == 1
 
     def test_replay_of_a_failed_row_performs_it_once(self, harness: Harness) -> None:
         """SPEC §3.4, §3.5, §4.6: a failing action fails the row at once with the error and

@@ -1,5 +1,6 @@
 -- dispatched -> done | skipped | failed | cancelled, written by the trigger workflow's
--- record_outcome activity. A row still `pending` is accepted too: its workflow can finish
+-- record_outcome activity, or (done, skipped) by the Python perform_firing activity in the
+-- firing's own transaction (trigger_relay/outcome.py runs this very file). A row still `pending` is accepted too: its workflow can finish
 -- before the relay has recorded the start (a quick firing, or a relay that died mid-call);
 -- the workflow's id and run id ($7, $8) are then recorded here. The generation guard keeps
 -- a workflow of an older generation from touching a replayed row; the firing_uuid guard ($6)

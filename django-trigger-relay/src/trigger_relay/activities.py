@@ -8,6 +8,13 @@ and where it came from. Only infrastructure errors (a lost or unusable connectio
 deadlock, a serialization failure, a lock wait that ran out) are retried;
 ``TRIGGER_RELAY_RETRY_APPLICATION_ERRORS`` opts a site into retrying the others too.
 
+Connections (issue 9): each thread of the worker's pool keeps its database connection for
+the next activity, ``TRIGGER_RELAY_WORKER_CONN_MAX_AGE`` seconds (default 60) with Django's
+health checks, whatever ``CONN_MAX_AGE`` the site sets for its web requests: a connection
+per activity costs PostgreSQL more than the firing's own statements. A connection that died
+between activities (a failover, ``pg_terminate_backend``, an idle timeout) fails its health
+check and is replaced before the firing's first statement, so it costs no retry.
+
 Liveness (SPEC §3.6): while the site's code runs, a thread of the attempt's own heartbeats
 to Temporal, so a killed worker's attempt is retried after the workflow's heartbeat timeout
 (``TRIGGER_RELAY_PERFORM_HEARTBEAT_TIMEOUT`` of the daemon), not its start-to-close timeout.
@@ -27,12 +34,13 @@ from typing import Any
 from django.db import InterfaceError
 from django.db import OperationalError
 from django.db import close_old_connections
+from django.db import connections
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.exceptions import TemporalError
 
 from trigger_relay import conf
-from trigger_relay.perform import perform
+from trigger_relay import outcome
 from trigger_relay.perform import where_raised
 
 PERFORM_FIRING = "trigger_relay.perform_firing"
@@ -55,6 +63,9 @@ HEARTBEATS_PER_TIMEOUT = 4
 @activity.defn(name=PERFORM_FIRING)
 def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
     """Sync activity on the worker's thread pool, with Django's connection hygiene (SPEC §5.3)."""
+    _keep_connections(_conn_max_age())
+    # Drops a connection past its age or left unusable; and arms the health check that the
+    # next statement runs on a connection kept from an earlier activity.
     close_old_connections()
     try:
         info = activity.info()
@@ -64,7 +75,10 @@ def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
         )
         try:
             with _heartbeating():
-                return asdict(perform(firing))
+                recorder = outcome.recorder_for(
+                    firing, info.workflow_id or "", info.workflow_run_id or ""
+                )
+                return asdict(outcome.perform_and_record(firing, recorder))
         except TemporalError:
             # The SDK's own (a cancellation), or an ApplicationError the site raised to
             # decide retries itself: as raised.
@@ -85,8 +99,42 @@ def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
             raise failure.with_traceback(exc.__traceback__) from None
     finally:
         # A thread of the pool keeps its connection between tasks; drop it if it is broken
-        # or past CONN_MAX_AGE, as Django does at the end of a request.
+        # or past TRIGGER_RELAY_WORKER_CONN_MAX_AGE, as Django does at the end of a request.
         close_old_connections()
+
+
+def _conn_max_age() -> float:
+    """``TRIGGER_RELAY_WORKER_CONN_MAX_AGE``, read for each activity; the default if the value
+    is unusable (the worker refuses it at start, so it was changed since)."""
+    try:
+        return conf.worker_conn_max_age()
+    except ValueError as problem:
+        activity.logger.error("%s", problem)
+        return conf.DEFAULT_WORKER_CONN_MAX_AGE_SECONDS
+
+
+def _keep_connections(max_age: float) -> None:
+    """Give this thread's database connections the worker's ``CONN_MAX_AGE`` and turn
+    Django's ``CONN_HEALTH_CHECKS`` on (Django reads both when it opens a connection).
+
+    Per thread, not in ``settings.DATABASES``: every thread's connection of an alias shares
+    that dict, so web requests (or a shell) in the same process keep the site's settings. A
+    psycopg pool (``OPTIONS["pool"]``, Django 5.1+) is left alone: it keeps its connections
+    already, and Django refuses ``CONN_MAX_AGE`` with it.
+    """
+    for connection in connections.all():
+        current = connection.settings_dict
+        options = current.get("OPTIONS") or {}
+        if isinstance(options, dict) and options.get("pool"):
+            continue
+        wanted = {"CONN_MAX_AGE": max_age, "CONN_HEALTH_CHECKS": True}
+        if all(current.get(key) == value for key, value in wanted.items()):
+            continue
+        if connection.connection is not None and not connection.in_atomic_block:
+            # Opened under other settings (the site's, or an earlier value of ours): its age
+            # and health checks were fixed at connect time, so the next one gets these.
+            connection.close()
+        connection.settings_dict = {**current, **wanted}
 
 
 def activity_failure(exc: BaseException) -> ApplicationError:

@@ -197,3 +197,52 @@ def celery_free() -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"settings.{CELERY_FREE} is {value!r}; use True or False.")
     return value
+
+
+#: How long the activity worker keeps a database connection between activities (issue 9).
+WORKER_CONN_MAX_AGE: Final = "TRIGGER_RELAY_WORKER_CONN_MAX_AGE"
+DEFAULT_WORKER_CONN_MAX_AGE_SECONDS: Final = 60.0
+
+
+def worker_conn_max_age() -> float:
+    """``TRIGGER_RELAY_WORKER_CONN_MAX_AGE``: seconds a thread of ``trigger_relay_worker``
+    keeps its database connection for the next activity (Django's ``CONN_MAX_AGE``, with
+    ``CONN_HEALTH_CHECKS`` on), whatever ``DATABASES`` says for the site's web requests.
+    Default 60. ``0`` closes it after every activity, as a site with ``CONN_MAX_AGE = 0``
+    does after every request.
+
+    The site's own ``CONN_MAX_AGE`` is usually tuned for web processes (0 behind PgBouncer,
+    or to keep few connections per web worker); the worker runs a firing per activity on a
+    small, fixed thread pool, where a new connection per activity (a fork of a PostgreSQL
+    backend, authentication, TLS) costs more than the firing's own statements.
+
+    The environment wins over the Django setting; an empty variable, or ``None`` in Django
+    settings, counts as unset (as for the worker's other settings). Raises ``ValueError``
+    naming the setting for a value that is not a non-negative number of seconds.
+    """
+    raw = os.environ.get(WORKER_CONN_MAX_AGE)
+    if raw is not None and raw.strip():
+        try:
+            seconds = float(raw.strip())
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0 or seconds == float("inf"):
+            raise ValueError(
+                f"{WORKER_CONN_MAX_AGE}={raw!r} in the environment; use a number of seconds "
+                "(0: a new connection for every activity)."
+            )
+        return seconds
+    value: object = getattr(settings, WORKER_CONN_MAX_AGE, None)
+    if value is None:
+        return DEFAULT_WORKER_CONN_MAX_AGE_SECONDS
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not value >= 0
+        or value == float("inf")
+    ):
+        raise ValueError(
+            f"settings.{WORKER_CONN_MAX_AGE} is {value!r}; use a number of seconds "
+            "(0: a new connection for every activity)."
+        )
+    return float(value)

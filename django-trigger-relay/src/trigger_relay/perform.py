@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -36,13 +37,19 @@ from dataclasses import field
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
+from django.contrib.postgres.expressions import ArraySubquery
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection
 from django.db import transaction
+from django.db.models import OuterRef
+from django.db.models import Subquery
+from django.db.models import signals
 from django.utils import timezone
 
 from trigger_relay import conf
 from trigger_relay import hooks
+from trigger_relay import outcome
 from trigger_relay.ledger import LedgerEntry
 from trigger_relay.ledger import idempotency_key
 from trigger_relay.models import OutboxRow
@@ -70,6 +77,8 @@ class FiringResult:
     reason: str | None = None
     performed: list[int] = field(default_factory=list)
     already_performed: list[int] = field(default_factory=list)
+    #: The outcome is on the outbox row already (:mod:`trigger_relay.outcome`).
+    recorded: bool = False
 
     @classmethod
     def skipped(cls, reason: str, already_performed: list[int] | None = None) -> FiringResult:
@@ -93,7 +102,8 @@ def actions_of(trigger: Any) -> list[Any]:
     """
     manager = getattr(trigger, "actions", None)
     if manager is not None and hasattr(manager, "order_by"):
-        return list(manager.order_by("pk"))
+        # all(), not order_by(): it keeps what perform() prefetched.
+        return sorted(manager.all(), key=lambda action: action.pk)
     try:
         return [trigger.action]
     except ObjectDoesNotExist:
@@ -179,8 +189,21 @@ def perform(firing: dict[str, Any]) -> FiringResult:
     hooks.install()
     outbox_id = int(firing["outbox_id"])
     generation = int(firing["generation"])
+    # The row, its ledger and its event's class in one statement: the ledger is read before
+    # anything an earlier attempt may have changed (below), and the event is then fetched
+    # from its own class's table at once (see _event_of).
     row = (
         OutboxRow.objects.filter(pk=outbox_id)
+        .annotate(
+            ledger=ArraySubquery(
+                LedgerEntry.objects.filter(outbox_id=OuterRef("pk")).values("action_id")
+            ),
+            event_type=Subquery(
+                Event.objects.non_polymorphic()
+                .filter(pk=OuterRef("event_id"))
+                .values("polymorphic_ctype_id")[:1]
+            ),
+        )
         .values(
             "state",
             "generation",
@@ -189,6 +212,8 @@ def perform(firing: dict[str, Any]) -> FiringResult:
             "trigger_id",
             "user_pk",
             "context",
+            "ledger",
+            "event_type",
         )
         .first()
     )
@@ -215,10 +240,19 @@ def perform(firing: dict[str, Any]) -> FiringResult:
         )
 
     # The polymorphic managers: the site's Event and Trigger subclasses, with their overrides.
-    event = Event.objects.filter(pk=row["event_id"]).first()
+    event = _event_of(Event, row["event_type"], row["event_id"])
     if event is None:
         return FiringResult.skipped("event_deleted")
-    trigger = Trigger.objects.filter(pk=row["trigger_id"]).first()
+    # The conditions and actions with the trigger, once for the firing: dj-triggers'
+    # filter_user_queryset (which also asks whether the trigger has an action), the
+    # conditions' pass before the lock and both again under it would each read them again
+    # (two statements each, polymorphic). What the conditions judge (counts, the site's
+    # data) is read at each pass.
+    trigger = (
+        Trigger.objects.filter(pk=row["trigger_id"])
+        .prefetch_related("conditions", "actions" if hasattr(Trigger, "actions") else "action")
+        .first()
+    )
     if trigger is None:
         return FiringResult.skipped("trigger_deleted")
     actions = actions_of(trigger)
@@ -226,7 +260,7 @@ def perform(firing: dict[str, Any]) -> FiringResult:
         return FiringResult.skipped("no_actions")
     # The ledger before anything that may have changed since an earlier attempt committed
     # (the trigger disabled, a cap now reached by that very attempt): what is done is done.
-    already = _already_performed(outbox_id, actions)
+    already = _performed(row["ledger"], actions)
     if len(already) == len(actions):
         # A replay of a finished row (or a retry after a crash that came after the commit):
         # everything is done already, whatever the trigger and conditions say now.
@@ -244,7 +278,7 @@ def perform(firing: dict[str, Any]) -> FiringResult:
         trigger_id=trigger.pk,
         actions=actions,
         already=already,
-        activity=Activity.objects.filter(trigger=trigger, user_id=row["user_pk"]).first(),
+        user_pk=row["user_pk"],
     )
     try:
         with hooks.performing(performing), _site_code(_override(event, "handle", Event, "event")):
@@ -257,10 +291,42 @@ def perform(firing: dict[str, Any]) -> FiringResult:
     return FiringResult.skipped(performing.reason or NOT_HANDLED, already)
 
 
+def _event_of(event_model: Any, content_type_id: int | None, event_id: int) -> Any:
+    """The event as ``Event.objects`` gives it (an instance of the site's subclass), or None
+    if it was deleted.
+
+    The polymorphic manager reads the base table, then the subclass's rows: two statements.
+    Its content type came with the outbox row, so the subclass's own manager is asked
+    directly, which returns the same instance in one; the base manager stays the fallback for
+    a content type without a model class.
+    """
+    if content_type_id is None:
+        return None
+    try:
+        model = ContentType.objects.get_for_id(content_type_id).model_class()
+    except ContentType.DoesNotExist:
+        model = None
+    if model is None or not issubclass(model, event_model):
+        model = event_model
+    return model._default_manager.filter(pk=event_id).first()
+
+
 def _already_performed(outbox_id: int, actions: list[Any]) -> list[int]:
     """The firing's actions that the ledger records as performed (committed), in order."""
-    done = set(LedgerEntry.objects.filter(outbox_id=outbox_id).values_list("action_id", flat=True))
+    return _performed(
+        LedgerEntry.objects.filter(outbox_id=outbox_id).values_list("action_id", flat=True),
+        actions,
+    )
+
+
+def _performed(ledger: Iterable[int] | None, actions: list[Any]) -> list[int]:
+    """Of ``actions``, those whose ids ``ledger`` holds, in order."""
+    done = set(ledger or ())
     return [action.pk for action in actions if action.pk in done]
+
+
+#: :attr:`_Performing.activity` before it was read.
+_UNREAD: Any = object()
 
 
 @dataclass
@@ -274,9 +340,11 @@ class _Performing:
     trigger_id: int
     actions: list[Any]
     already: list[int]
-    #: The Activity that the caps are judged on: this user's of this trigger as read before
-    #: the lock, then the locked one.
-    activity: Any
+    user_pk: Any
+    #: The Activity that the caps are judged on: this user's of this trigger, read before the
+    #: lock when a cap is first judged there (a trigger without caps never needs it), then
+    #: the locked one.
+    activity: Any = _UNREAD
     #: Set once the actions ran (or the firing finished under the lock).
     result: FiringResult | None = None
     #: Why dj-triggers' own steps stopped before the lock.
@@ -300,6 +368,10 @@ class _Performing:
         """
         from triggers import models
 
+        if self.activity is _UNREAD:
+            self.activity = models.Activity.objects.filter(
+                trigger_id=self.trigger_id, user_id=self.user_pk
+            ).first()
         activity = self.activity
         if cap is getattr(models, "ActionFrequencyCondition", None):
             last = None if activity is None else activity.last_action_datetime
@@ -363,20 +435,32 @@ class _Performing:
         # registered with transaction.on_commit.
         phase: str | None = "Activity.lock"
         try:
+            # dj-triggers' Activity.lock, as it behaves, in the firing's one transaction (its
+            # get_or_create and its own atomic() would add two savepoints and a SELECT).
             with transaction.atomic():
                 _bound_lock_waits()
-                with Activity.lock(user, trigger) as locked:
-                    phase = None
-                    self.activity = locked
+                locked = _lock_activity(Activity, trigger, user)
+                phase = None
+                self.activity = locked
+                try:
                     result = self._perform_locked(trigger, user, context, result)
+                except Activity.Cancel:
+                    # As Activity.lock: the firing stops, what it wrote commits, the count
+                    # stays.
                     phase = COMMIT_PHASE
-                phase = COMMIT_PHASE
+                else:
+                    phase = COMMIT_PHASE
+                    locked.action_count += 1
+                    locked.last_action_datetime = timezone.now()
+                    locked.save()
+                    # The row says done in the transaction that performed the actions.
+                    result.recorded = outcome.record_in_transaction("done", None)
         except _FinishUnderLock as finish:
             return finish.result
         except Exception as exc:
             mark(exc, phase)
             raise
-        # Activity.lock swallows the Activity.Cancel that ended a cancelled firing.
+        # A cancelled firing's result was set where the Activity.Cancel was caught.
         return self.result if self.result is not None else result
 
     def _perform_locked(
@@ -431,6 +515,85 @@ class _Performing:
             self.result = FiringResult.skipped("cancelled", already)
             raise Activity.Cancel()
         return result
+
+
+def _lock_activity(activity_model: Any, trigger: Any, user: Any) -> Any:
+    """The user's Activity of the trigger, locked ``FOR UPDATE`` in the current transaction
+    and created (count 0) if there is none: what ``Activity.lock`` yields.
+
+    One statement when the row exists. Upstream's ``get_or_create`` creates a missing row in
+    a savepoint of its own and, when a concurrent first firing of the same user and trigger
+    inserted it first, reads theirs; here the ``INSERT`` does the same without a savepoint:
+    ``ON CONFLICT DO NOTHING`` on the (trigger, user) key waits for that firing's commit and
+    skips, and the row it committed is locked instead. A row this transaction inserted is
+    locked by it until it commits.
+    """
+    for _ in range(_LOCK_ATTEMPTS):
+        locked = (
+            activity_model.objects.select_for_update()
+            .filter(trigger_id=trigger.pk, user_id=user.pk)
+            .first()
+        )
+        if locked is not None:
+            return locked
+        created = _insert_activity(activity_model, trigger, user)
+        if created is not None:
+            return created
+    # Inserted by another firing and deleted again, each time: not a race to keep losing.
+    raise RuntimeError(
+        f"the Activity of user {user.pk} and trigger {trigger.pk} was created and deleted "
+        f"{_LOCK_ATTEMPTS} times while this firing tried to lock it"
+    )
+
+
+#: Rounds of "lock it, else insert it" before :func:`_lock_activity` gives up.
+_LOCK_ATTEMPTS = 3
+
+
+def _insert_activity(activity_model: Any, trigger: Any, user: Any) -> Any:
+    """Insert the user's Activity of the trigger as ``get_or_create`` would (the polymorphic
+    content type, field defaults, ``pre_save`` and ``post_save``); the instance, or None if
+    a row for the two exists already."""
+    activity = activity_model(trigger=trigger, user=user)
+    # What the polymorphic save() sets: the content type of the row's class.
+    activity.pre_save_polymorphic()
+    meta = activity_model._meta
+    signals.pre_save.send(
+        sender=activity_model,
+        instance=activity,
+        raw=False,
+        using=connection.alias,
+        update_fields=None,
+    )
+    fields = [field for field in meta.concrete_fields if field is not meta.pk]
+    values = [
+        field.get_db_prep_save(field.pre_save(activity, True), connection) for field in fields
+    ]
+    quote = connection.ops.quote_name
+    key = ", ".join(quote(meta.get_field(name).column) for name in ("trigger", "user"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(meta.db_table)}"
+            f" ({', '.join(quote(field.column) for field in fields)})"
+            f" VALUES ({', '.join(['%s'] * len(fields))})"
+            f" ON CONFLICT ({key}) DO NOTHING RETURNING {quote(meta.pk.column)}",
+            values,
+        )
+        inserted = cursor.fetchone()
+    if inserted is None:
+        return None
+    activity.pk = inserted[0]
+    activity._state.adding = False
+    activity._state.db = connection.alias
+    signals.post_save.send(
+        sender=activity_model,
+        instance=activity,
+        created=True,
+        update_fields=None,
+        raw=False,
+        using=connection.alias,
+    )
+    return activity
 
 
 def _bound_lock_waits() -> None:

@@ -349,6 +349,7 @@ _VALIDATION_FAILED: Final = "Worker validation failed"
 
 
 async def _serve(settings: WorkerSettings, runtime: Runtime, stop: asyncio.Event) -> None:
+    _check_database_settings()
     logger.info(
         "trigger_relay worker connecting to Temporal at %s, namespace %r, task queue %s",
         settings.address,
@@ -428,6 +429,30 @@ async def _connect(
                 return None if described is None else client
         if await _retry_later(problem, delays, stop):
             return None
+
+
+def _check_database_settings() -> None:
+    """Refuse an unusable ``TRIGGER_RELAY_WORKER_CONN_MAX_AGE`` at start (each activity reads
+    it again, so that a changed value takes effect without a restart), and say how the
+    threads keep their database connections."""
+    from trigger_relay import conf
+
+    try:
+        max_age = conf.worker_conn_max_age()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if max_age:
+        logger.info(
+            "database connections of the activity threads: kept up to %gs between activities, "
+            "with health checks (%s)",
+            max_age,
+            conf.WORKER_CONN_MAX_AGE,
+        )
+    else:
+        logger.info(
+            "database connections of the activity threads: a new one for every activity (%s=0)",
+            conf.WORKER_CONN_MAX_AGE,
+        )
 
 
 def _unreachable(settings: WorkerSettings, error: str) -> str:

@@ -1,0 +1,120 @@
+"""A firing's outcome, recorded on its outbox row by the Python activity itself (issue 9).
+
+The workflow asks for it (``record_outcome`` in the activity's input): a ``done`` outcome is
+then written in the transaction that performed the actions, so the row says ``done`` exactly
+when the actions committed, and the workflow needs no ``record_outcome`` activity of the
+daemon's afterwards (a third of a firing's history events). A ``skipped`` outcome has no
+actions to commit with and is written on its own.
+
+The statement is the daemon's own, ``sql/queries/record_outcome.sql`` (shipped in the
+package through the ``trigger_relay/sql`` link): one transition of the row's state machine,
+with the generation and firing-uuid guards, whoever runs it. A row it does not match (a
+replay gave it a new generation, it was cancelled meanwhile) is left alone and the result
+says ``recorded: false``: the workflow then runs ``record_outcome``, which leaves it alone
+too, as before.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+from django.db import router
+
+from trigger_relay.models import OutboxRow
+
+if TYPE_CHECKING:
+    from trigger_relay.perform import FiringResult
+
+QUERY_FILE = Path(__file__).resolve().parent / "sql" / "queries" / "record_outcome.sql"
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@cache
+def _statement() -> str:
+    """record_outcome.sql with its ``$n`` placeholders as psycopg's ``%(pn)s``."""
+    sql = QUERY_FILE.read_text()
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return _PLACEHOLDER.sub(r"%(p\1)s", body.replace("%", "%%"))
+
+
+@dataclass(frozen=True)
+class OutcomeRecorder:
+    """Records the outcome of one firing: its row (id, generation, firing uuid) and the
+    workflow that performs it (written on a row still ``pending``)."""
+
+    outbox_id: int
+    generation: int
+    firing_uuid: str | None
+    workflow_id: str
+    run_id: str
+
+    def __call__(self, state: str, skip_reason: str | None) -> bool:
+        """Runs the statement on the outbox's database, in the caller's transaction if there
+        is one. True if the row took the outcome."""
+        from django.db import connections
+
+        with connections[router.db_for_write(OutboxRow)].cursor() as cursor:
+            cursor.execute(
+                _statement(),
+                {
+                    "p1": self.outbox_id,
+                    "p2": self.generation,
+                    "p3": state,
+                    "p4": skip_reason,
+                    "p5": None,
+                    "p6": self.firing_uuid,
+                    "p7": self.workflow_id,
+                    "p8": self.run_id,
+                },
+            )
+            return cursor.fetchone() is not None
+
+
+def recorder_for(firing: dict[str, Any], workflow_id: str, run_id: str) -> OutcomeRecorder | None:
+    """The recorder the workflow asked for in ``firing``, or None (a workflow from before
+    the field, or the activity run outside Temporal)."""
+    if not firing.get("record_outcome"):
+        return None
+    uuid = firing.get("firing_uuid")
+    return OutcomeRecorder(
+        outbox_id=int(firing["outbox_id"]),
+        generation=int(firing["generation"]),
+        firing_uuid=str(uuid) if uuid else None,
+        workflow_id=workflow_id,
+        run_id=run_id,
+    )
+
+
+#: The recorder of the firing this thread performs, for :func:`record_in_transaction`.
+_RECORDER: ContextVar[OutcomeRecorder | None] = ContextVar("trigger_relay_recorder", default=None)
+
+
+def record_in_transaction(state: str, skip_reason: str | None) -> bool:
+    """Called by :mod:`trigger_relay.perform` inside the transaction that performed the
+    actions: records ``state`` there if the workflow asked for it. False otherwise."""
+    recorder = _RECORDER.get()
+    return recorder is not None and recorder(state, skip_reason)
+
+
+def perform_and_record(firing: dict[str, Any], recorder: OutcomeRecorder | None) -> FiringResult:
+    """:func:`trigger_relay.perform.perform`, with the outcome on the row when it returns:
+    ``done`` from inside the actions' transaction, any other outcome (a skip, a replay of a
+    finished row) right after, on its own. Nothing is recorded when ``perform`` raises: the
+    attempt rolled back, and the workflow retries it or records the failure."""
+    from trigger_relay.perform import perform
+
+    token = _RECORDER.set(recorder)
+    try:
+        result = perform(firing)
+    finally:
+        _RECORDER.reset(token)
+    if recorder is not None and not result.recorded:
+        result.recorded = recorder(result.outcome, result.reason)
+    return result
