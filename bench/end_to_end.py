@@ -152,7 +152,15 @@ class Processes:
     def pid(self, name: str) -> int:
         return self.children[name].pid
 
-    def start(self) -> None:
+    def start(self, task_queue_partitions: int | None) -> None:
+        # The server's default is 4 partitions per task queue; a task written to a
+        # partition where no poller waits is dispatched late (see docs/performance.md).
+        partitions = [
+            f"matching.numTaskqueue{kind}Partitions={task_queue_partitions}"
+            for kind in ("Read", "Write")
+            if task_queue_partitions is not None
+        ]
+        partitions = [arg for value in partitions for arg in ("--dynamic-config-value", value)]
         self.spawn(
             "temporal",
             [
@@ -167,6 +175,7 @@ class Processes:
                     "--sqlite-pragma",
                     "synchronous=normal",
                 ),
+                *partitions,
             ],
         )
         wait_until("the Temporal dev server", 60, lambda: port_open(self.temporal_port))
@@ -324,7 +333,7 @@ def latency_phase(user: Any, n: int, label: str) -> dict[str, list[float]]:
     from tasks.models import SentEmail
 
     fire_ms, action_ms = [], []
-    tasks = new_tasks(user, n, label)
+    tasks = new_tasks(user, n, f"{label} latency")
     for task in tasks:
         before = time.time()
         started = time.perf_counter()
@@ -377,6 +386,20 @@ def sustained_phase(user: Any, n: int, label: str, pids: dict[str, int]) -> dict
     }
 
 
+def history(processes: Processes, workflow_id: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [
+            str(VENV_BIN / "temporal"),
+            *("workflow", "show", "--workflow-id", workflow_id),
+            *("--address", f"127.0.0.1:{processes.temporal_port}", "--output", "json"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return list(json.loads(out)["events"])
+
+
 def history_events(processes: Processes) -> int:
     """Events in the history of the last finished firing's workflow."""
     from trigger_relay.models import OutboxRow
@@ -384,17 +407,47 @@ def history_events(processes: Processes) -> int:
     row = OutboxRow.objects.filter(state="done").order_by("-id").first()
     if row is None or not row.workflow_id:
         raise SystemExit("bench: no finished Temporal firing to count history events of")
-    out = subprocess.run(
-        [
-            str(VENV_BIN / "temporal"),
-            *("workflow", "show", "--workflow-id", row.workflow_id),
-            *("--address", f"127.0.0.1:{processes.temporal_port}", "--output", "json"),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return len(json.loads(out)["events"])
+    return len(history(processes, row.workflow_id))
+
+
+#: Stages of a firing without delay: (name, from event type, to event type), each the first
+#: event of its type in the history.
+STAGES = (
+    ("start -> first workflow task picked up", "workflowexecutionstarted", "workflowtaskstarted"),
+    ("the daemon's first workflow task", "workflowtaskstarted", "workflowtaskcompleted"),
+    ("perform scheduled -> picked up", "activitytaskscheduled", "activitytaskstarted"),
+    ("perform (the Python activity)", "activitytaskstarted", "activitytaskcompleted"),
+    (
+        "perform completed -> workflow completed",
+        "activitytaskcompleted",
+        "workflowexecutioncompleted",
+    ),
+)
+
+
+def latency_breakdown(processes: Processes, label: str) -> dict[str, list[float]]:
+    """Where a one-at-a-time firing's time goes, from the histories of the latency phase's
+    Temporal rows (event times are the server's clock, the same machine's)."""
+    from trigger_relay.models import OutboxRow
+
+    stages: dict[str, list[float]] = {"row written -> workflow started": []}
+    stages.update({name: [] for name, _, _ in STAGES})
+    rows = OutboxRow.objects.filter(context__task_title__startswith=f"{label} latency ")
+    for row in rows.exclude(workflow_id=None):
+        times: dict[str, float] = {}
+        for event in history(processes, row.workflow_id):
+            kind = str(event["eventType"]).lower().replace("_", "").removeprefix("eventtype")
+            when = dt.datetime.fromisoformat(str(event["eventTime"]).replace("Z", "+00:00"))
+            times.setdefault(kind, when.timestamp())
+        if "workflowexecutionstarted" in times:
+            started = times["workflowexecutionstarted"]
+            stages["row written -> workflow started"].append(
+                (started - row.created_at.timestamp()) * 1000
+            )
+        for name, start, end in STAGES:
+            if start in times and end in times:
+                stages[name].append((times[end] - times[start]) * 1000)
+    return stages
 
 
 # ---------------------------------------------------------------------------------------
@@ -474,6 +527,14 @@ def report(results: dict[str, Any]) -> str:
         base = statistics.median(celery)
         ratio = f"{statistics.median(temporal) / base:.2f}" if compare and base > 0 else "-"
         lines.append(f"| {label} | {spread(celery)} | {spread(temporal)} | {ratio} |")
+    stage_names = [name for run in runs for name in run["temporal"].get("stages_ms", {})]
+    for name in dict.fromkeys(stage_names):
+        values = [
+            percentile(run["temporal"]["stages_ms"][name], 50)
+            for run in runs
+            if run["temporal"].get("stages_ms", {}).get(name)
+        ]
+        lines.append(f"| one at a time, p50 (ms): {name} | - | {spread(values)} | - |")
     lines.append(
         f"| workflow history events per firing (no delay) | - | {results['history_events']} | - |"
     )
@@ -501,6 +562,12 @@ def main() -> None:
         "--daemon", type=Path, default=ROOT / "target" / "release" / "trigger-relay"
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs' directory")
+    parser.add_argument(
+        "--task-queue-partitions",
+        type=int,
+        default=None,
+        help="the dev server's partitions per task queue (default: the server's, 4)",
+    )
     args = parser.parse_args()
     if not args.daemon.exists():
         raise SystemExit(f"bench: no daemon at {args.daemon} (cargo build --release, or --daemon)")
@@ -521,10 +588,11 @@ def main() -> None:
         "latency_firings": args.latency,
         "daemon": str(args.daemon),
         "temporal_server": "start-dev, SQLite file, journal_mode=wal, synchronous=normal",
+        "task_queue_partitions": args.task_queue_partitions,
         "repeats": [],
     }
     try:
-        processes.start()
+        processes.start(args.task_queue_partitions)
         pids = {
             "temporal server": processes.pid("temporal"),
             "daemon": processes.pid("daemon"),
@@ -552,6 +620,8 @@ def main() -> None:
                     "latency": latency_phase(user, args.latency, label),
                     "sustained": sustained_phase(user, args.firings, label, pids),
                 }
+                if route == "temporal":
+                    run[route]["stages_ms"] = latency_breakdown(processes, label)
             results["repeats"].append(run)
         results["history_events"] = history_events(processes)
         results["daemon_rss_mib"] = (idle_rss, rss_mib(pids["daemon"])[1])
