@@ -10,8 +10,9 @@
 //!    `record_outcome` on this daemon's queue.
 //!
 //! Determinism: the body uses only workflow time, timers and activities. Any change to the
-//! commands it issues must go through `ctx.patched(..)` (docs/versioning.md) and keep every
-//! history under tests/histories/ replaying (tests/replay.rs).
+//! commands it issues must go through `ctx.patched(..)`, or branch on what an activity
+//! returned (step 3), and keep every history under tests/histories/ replaying
+//! (docs/versioning.md, tests/replay.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
