@@ -66,6 +66,17 @@ def run_async(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
 
 
+#: Starts of a service that lost the race for a port picked by :func:`free_port`.
+PORT_ATTEMPTS = 3
+
+
+def lost_port_race(service: Service) -> bool:
+    """Whether ``service`` exited because its address was taken (its log's last lines)."""
+    if service.alive():
+        return False
+    return "address already in use" in tail(service.log, 20).lower()
+
+
 @dataclass
 class Service:
     """A subprocess that can be started, killed and started again; its log is appended to."""
@@ -167,6 +178,15 @@ class TemporalServer(Service):
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def move(self, port: int) -> None:
+        """Listen on ``port`` (and fresh HTTP and metrics ports) from the next start on."""
+        args = list(self.args)
+        for flag, value in (("--port", port), ("--http-port", free_port())):
+            args[args.index(flag) + 1] = str(value)
+        args[args.index("--metrics-port") + 1] = str(free_port())
+        self.args = args
+        self.port = port
 
     def wait_ready(self, timeout: float = 60) -> None:
         wait_until(
@@ -313,19 +333,43 @@ class Harness:
             service.terminate()
 
     def start_temporal(self) -> None:
-        self.temporal.start()
-        self.temporal.wait_ready()
+        """Start the dev server. A port that :func:`free_port` picked can be taken by another
+        process before the server binds it; on its first start (nothing knows its address
+        yet but the settings of the daemon and the worker, which are not running) the
+        server then moves to fresh ports."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self.temporal.start()
+            try:
+                self.temporal.wait_ready()
+                return
+            except HarnessError:
+                movable = not self.daemon.alive() and not self.worker.alive()
+                if attempt == PORT_ATTEMPTS or not movable or not lost_port_race(self.temporal):
+                    raise
+            self.temporal.move(free_port())
+            address = f"http://{self.temporal.address}"
+            self.daemon.env["TRIGGER_RELAY_TEMPORAL_ADDRESS"] = address
+            self.worker.env["TRIGGER_RELAY_TEMPORAL_ADDRESS"] = address
 
     def start_daemon(self) -> None:
-        """Start the daemon and wait until it is ready and its worker polls."""
-        replica = f"e2e-{self.run_id}-{self.daemon.starts + 1}"
-        self.daemon.start(TRIGGER_RELAY_REPLICA=replica)
-        wait_until(
-            lambda: _http_status(f"http://{self.metrics_addr}/readyz") == 200,
-            timeout=60,
-            what="trigger-relay /readyz",
-            services=self.services,
-        )
+        """Start the daemon and wait until it is ready and its worker polls. Its metrics
+        port moves if another process took it first (see :meth:`start_temporal`)."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            replica = f"e2e-{self.run_id}-{self.daemon.starts + 1}"
+            self.daemon.start(TRIGGER_RELAY_REPLICA=replica)
+            try:
+                wait_until(
+                    lambda: _http_status(f"http://{self.metrics_addr}/readyz") == 200,
+                    timeout=60,
+                    what="trigger-relay /readyz",
+                    services=self.services,
+                )
+                break
+            except HarnessError:
+                if attempt == PORT_ATTEMPTS or not lost_port_race(self.daemon):
+                    raise
+            self.metrics_addr = f"127.0.0.1:{free_port()}"
+            self.daemon.env["TRIGGER_RELAY_METRICS_ADDR"] = self.metrics_addr
         self.wait_for_poller(
             WORKFLOW_TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, f"trigger-relay@{replica}"
         )
