@@ -353,14 +353,29 @@ async fn sigkill_mid_batch_loses_and_doubles_nothing() {
     ];
     db.insert_rows(400).await;
     let mut relay = RelayProcess::spawn(&db.url, &temporal.address(), &env);
+    let pg = db.connect().await;
+    // Mid-way *and* mid-batch, seen in one statement: a batch's rows are marked dispatched
+    // together at its end and the next claim follows at once, so "some rows dispatched"
+    // alone can be seen between two batches (or, on a fast machine, after the last one).
     wait_for(
-        "the relay to be mid-way",
+        "the relay to be mid-way, with a batch claimed",
         Duration::from_secs(60),
-        || async { (db.count("dispatched").await >= 30).then_some(()) },
+        || async {
+            let row = pg
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE state = 'dispatched'),
+                            count(*) FILTER (WHERE state = 'pending' AND claimed_by IS NOT NULL)
+                     FROM trigger_relay_outbox",
+                    &[],
+                )
+                .await
+                .expect("progress");
+            let (dispatched, claimed): (i64, i64) = (row.get(0), row.get(1));
+            (dispatched >= 30 && claimed > 0).then_some(())
+        },
     )
     .await;
     relay.sigkill();
-    let pg = db.connect().await;
     let left_claimed: i64 = pg
         .query_one(
             "SELECT count(*) FROM trigger_relay_outbox WHERE state = 'pending' AND claimed_by IS NOT NULL",
