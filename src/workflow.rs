@@ -30,10 +30,10 @@ use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::outbox::{FiringResult, Outcome, State, WorkflowInput};
 
-/// Patch of the heartbeat timeout on perform_firing (SPEC §3.6). Activity options are not
-/// compared on replay, but the marker keeps the change explicit in every history: a workflow
-/// whose perform was scheduled before it keeps the options it was scheduled with when it is
-/// replayed, and operators can tell from a history which firings were heartbeat-bounded.
+/// Patch of the heartbeat timeout on perform_firing (SPEC §3.6), retired (issue 9): histories
+/// recorded from its introduction until its retirement (tests/histories/v2, v3) carry its
+/// marker, and a replay of them must ask for it; a live workflow task no longer writes it.
+/// See [`perform_heartbeat_timeout`].
 pub const PATCH_PERFORM_HEARTBEAT: &str = "perform-heartbeat-timeout-2026-11";
 
 /// Timeouts and retries of the activities, from the daemon's configuration. They are not
@@ -113,11 +113,7 @@ impl TriggerWorkflow {
         // A perform that has started runs to its end: its database work commits or rolls back
         // as a whole, so a cancel request cannot leave half the actions done.
         // SPEC §3.6: a dead Python worker is noticed within the heartbeat timeout.
-        let heartbeat_timeout = if ctx.patched(PATCH_PERFORM_HEARTBEAT) {
-            Some(settings.perform_heartbeat_timeout).filter(|timeout| !timeout.is_zero())
-        } else {
-            None
-        };
+        let heartbeat_timeout = perform_heartbeat_timeout(ctx, &settings);
         let perform = ActivityOptions::with_start_to_close_timeout(settings.perform_timeout)
             .maybe_heartbeat_timeout(heartbeat_timeout)
             .task_queue(settings.django_task_queue.clone())
@@ -187,6 +183,26 @@ impl TriggerWorkflow {
         }
         Ok(final_outcome)
     }
+}
+
+/// The heartbeat timeout perform_firing is scheduled with: the configured one (zero: none).
+///
+/// The heartbeat patch's marker made 2 of a firing's 13 history events (the marker and the
+/// `TemporalChangeVersion` upsert core adds to it), for an option that replay does not compare.
+/// So a live workflow task schedules perform_firing with the timeout and writes no marker,
+/// and only a replaying one asks `patched`: where the history holds the marker (written by a
+/// release from before its retirement, or by an older replica during a rolling upgrade) the
+/// call consumes it, as that history's commands require; where it does not, the call returns
+/// false and issues nothing. Either way the commands match the history; the options a
+/// replayed schedule carries are the history's, not these. Old code replaying a history
+/// without the marker takes its own `patched` as false in the same way, so replicas of both
+/// releases can share a task queue.
+fn perform_heartbeat_timeout(
+    ctx: &WorkflowContext<TriggerWorkflow>,
+    settings: &WorkflowSettings,
+) -> Option<Duration> {
+    let bounded = !ctx.is_replaying() || ctx.patched(PATCH_PERFORM_HEARTBEAT);
+    Some(settings.perform_heartbeat_timeout).filter(|timeout| bounded && !timeout.is_zero())
 }
 
 fn failure_message(err: &temporalio_sdk::ActivityExecutionError) -> String {

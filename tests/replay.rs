@@ -60,8 +60,11 @@ async fn recorded_histories_replay_against_the_current_workflow() {
     assert!(!report.contains("FAIL"), "{report}");
 }
 
-/// A deliberate nondeterministic change: the same workflow type that now waits on an extra
-/// timer before performing, as a careless edit would, without `ctx.patched`.
+/// A deliberate nondeterministic change: the same workflow type that now waits on a timer
+/// before performing and on another one after, as a careless edit would, without
+/// `ctx.patched`. (The timer before alone matches a history with a delay, now that a
+/// delayed firing is a timer and perform_firing with nothing in between: timer durations
+/// are not compared on replay.)
 #[workflow]
 #[derive(Default)]
 struct CarelessTriggerWorkflow;
@@ -77,6 +80,7 @@ impl CarelessTriggerWorkflow {
         let firing = ctx
             .execute_activity(DjangoActivities::perform_firing, input.clone(), options)
             .await?;
+        ctx.timer(Duration::from_secs(1)).await;
         Ok(Outcome {
             outbox_id: input.outbox_id,
             generation: input.generation,
@@ -181,11 +185,13 @@ fn replay_histories_cli_is_a_deploy_gate() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nondeterminism"));
 }
 
-/// The perform_firing heartbeat timeout (SPEC §3.6) is patched in: histories of v2 carry the
-/// patch marker and a scheduled perform with the heartbeat timeout, those of v1 neither, and
-/// both sets replay (above). A v2 folder recorded without the patch would fail here.
+/// The perform_firing heartbeat timeout (SPEC §3.6) was patched in: histories of v2 (and v3)
+/// carry the patch marker and a scheduled perform with the heartbeat timeout, those of v1
+/// neither. From v4 on the patch is retired (issue 9): the timeout without the marker, 2
+/// history events fewer. All sets replay (above): a replaying workflow task still asks for
+/// the marker where a history has it. A folder recorded with the wrong code fails here.
 #[test]
-fn heartbeat_timeout_is_recorded_behind_its_patch() {
+fn heartbeat_timeout_is_recorded_behind_its_patch_until_v4() {
     let patched = |dir: &str| -> Vec<(bool, String)> {
         let mut files: Vec<_> = std::fs::read_dir(histories_dir().join(dir))
             .expect("history folder")
@@ -238,6 +244,33 @@ fn heartbeat_timeout_is_recorded_behind_its_patch() {
             .all(|(marker, what)| *marker && what.ends_with("\"30.000000000s\"")),
         "{v2:?}"
     );
+    let v4 = patched("v4");
+    let performed: Vec<_> = v4
+        .iter()
+        .filter(|(_, what)| !what.ends_with("no perform"))
+        .collect();
+    assert!(performed.len() >= 4, "{v4:?}");
+    assert!(v4.iter().all(|(marker, _)| !marker), "{v4:?}");
+    assert!(
+        performed
+            .iter()
+            .all(|(_, what)| what.ends_with("\"30.000000000s\"")),
+        "{v4:?}"
+    );
+}
+
+/// Issue 9, goal 1: a firing without delay is 11 history events from v4 on (13 in v3, 19 in
+/// v2): started, the workflow task that schedules perform_firing, its three events, the
+/// workflow task that completes, completed.
+#[test]
+fn a_firing_without_delay_is_eleven_events_from_v4_on() {
+    let count = |dir: &str| -> usize {
+        let path = histories_dir().join(dir).join("done_no_delay.json");
+        let text = std::fs::read_to_string(&path).expect("history file");
+        let history: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        history["events"].as_array().expect("events").len()
+    };
+    assert_eq!([count("v2"), count("v3"), count("v4")], [19, 13, 11]);
 }
 
 /// Issue 9: from v3 on, perform_firing records `done` and `skipped` itself, in the firing's
@@ -269,6 +302,7 @@ fn outcomes_recorded_by_perform_from_v3_on() {
         "skipped_trigger_disabled.json",
         "replayed_nothing_to_perform.json",
     ] {
+        assert_eq!(activities("v4", name), [PERFORM], "v4/{name}");
         assert_eq!(activities("v3", name), [PERFORM], "v3/{name}");
         assert_eq!(activities("v2", name), [PERFORM, RECORD], "v2/{name}");
     }
