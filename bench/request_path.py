@@ -5,9 +5,12 @@ saves the task, loads the event with its trigger and fires it for the user, then
 variants, interleaved iteration by iteration so that they share the machine's state:
 
   baseline   the same transaction without ``fire_single`` (what the site pays anyway)
-  celery     a trigger routed to Celery: dj-triggers' own receiver publishes ``handle_event``
-             to Redis (as on a site without the add-on, plus the route lookup)
-  temporal   a trigger routed to Temporal: the add-on's one outbox INSERT
+  unrouted   dj-triggers' own ``fire_single`` with no receiver connected (what dj-triggers
+             costs before anything is routed)
+  celery     a trigger routed to Celery: the add-on's one statement finds the route, then
+             dj-triggers' own receiver publishes ``handle_event`` to Redis
+  temporal   a trigger routed to Temporal: the add-on's one statement finds the route and
+             writes the outbox row (sql/queries/record_firing.sql)
 
 and prints p50/p99 of each (milliseconds, the whole transaction with its commit) and its SQL
 statements (BEGIN and COMMIT included), what each
@@ -77,7 +80,6 @@ def main(iterations: int) -> None:
     from trigger_relay.receivers import DISPATCH_UID
     from trigger_relay.receivers import on_event_fired
     from trigger_relay.routes import set_routes
-    from trigger_relay.routing import route_for
 
     app.conf.task_default_queue = QUEUE
     settings.TRIGGER_RELAY_ROUTES = {}
@@ -112,22 +114,9 @@ def main(iterations: int) -> None:
         finally:
             Event.fired.connect(on_event_fired, weak=False, dispatch_uid=DISPATCH_UID)
 
-    def look_up(sender: object, event: Event, **kwargs: object) -> None:
-        route_for(event)
-
-    def lookup_only() -> float:
-        Event.fired.disconnect(dispatch_uid=DISPATCH_UID)
-        Event.fired.connect(look_up, weak=False, dispatch_uid="bench.look_up")
-        try:
-            return request(events["temporal"], fire=True)
-        finally:
-            Event.fired.disconnect(dispatch_uid="bench.look_up")
-            Event.fired.connect(on_event_fired, weak=False, dispatch_uid=DISPATCH_UID)
-
     variants: dict[str, Callable[[], float]] = {
         "no firing": lambda: request(events["temporal"], fire=False),
         "unrouted": unrouted,
-        "lookup": lookup_only,
         "celery": lambda: request(events["celery"], fire=True),
         "temporal": lambda: request(events["temporal"], fire=True),
     }
@@ -174,14 +163,40 @@ def main(iterations: int) -> None:
         f" temporal {added['temporal']:.3f} ms"
     )
     print(
-        f"of which past the route lookup (over lookup): celery publish"
-        f" {p50['celery'] - p50['lookup']:.3f} ms, outbox INSERT"
-        f" {p50['temporal'] - p50['lookup']:.3f} ms"
-    )
-    print(
         f"temporal / celery: {p50['temporal'] / p50['celery']:.2f} (whole request at p50),"
         f" {added['temporal'] / added['celery']:.2f} (what the firing adds)"
     )
+    floor(iterations, events["temporal"], user.pk)
+
+
+def floor(iterations: int, event_pk: int, user_pk: int) -> None:
+    """What one round trip costs here, for scale: ``SELECT 1`` and the add-on's receiver alone
+    (its one statement and its Python), each in a loop inside one transaction, so no commit
+    is timed; mean milliseconds per call."""
+    from django.db import connection
+    from django.db import transaction
+    from tasks.models import TaskCompletedEvent
+    from triggers.models import Event
+
+    from trigger_relay.receivers import on_event_fired
+
+    event = TaskCompletedEvent.objects.select_related("trigger").get(pk=event_pk)
+
+    def select_one() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    def receiver() -> None:
+        on_event_fired(Event, Event.fired, event=event, user_pk=user_pk, task_id=1)
+
+    for name, call in (("SELECT 1", select_one), ("receiver alone", receiver)):
+        with transaction.atomic():
+            started = time.perf_counter()
+            for _ in range(iterations):
+                call()
+            elapsed = (time.perf_counter() - started) / iterations * 1000
+            transaction.set_rollback(True)
+        print(f"{name}, in a loop without commits: {elapsed:.3f} ms per call")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+from django.db import transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from tests_support.broker import CeleryQueue
 from tests_support.factories import make_trigger
 from triggers import tasks
@@ -19,6 +22,7 @@ from triggers.models import Event
 
 from trigger_relay import receivers
 from trigger_relay.models import OutboxRow
+from trigger_relay.routes import TriggerRoute
 from trigger_relay.routing import route_for
 
 pytestmark = pytest.mark.django_db
@@ -117,6 +121,75 @@ def test_invalid_route_refuses_to_guess(user: Any, celery_queue: CeleryQueue) ->
         event.fire_single(user.pk)
     assert outbox_count() == 0
     assert celery_tasks(celery_queue) == []
+
+
+def statements_of_the_receiver(event: Event, user: Any, **context: Any) -> list[str]:
+    """The statements one firing of ``event`` issues after dj-triggers' own (which end with
+    its reads of the trigger's conditions), in the site's transaction."""
+    with transaction.atomic(), CaptureQueriesContext(connection) as captured:
+        event.fire_single(user.pk, **context)
+    return [
+        query["sql"]
+        for query in captured.captured_queries
+        if "trigger_relay_" in query["sql"] or query["sql"].startswith("INSERT")
+    ]
+
+
+@pytest.mark.parametrize("route", ["temporal", "celery"])
+def test_route_and_row_are_one_statement_in_the_sites_transaction(
+    user: Any, celery_queue: CeleryQueue, route: str
+) -> None:
+    """Issue 9, goal 3: inside the site's transaction the route lookup and the outbox INSERT
+    are one round trip (sql/queries/record_firing.sql), on either route: a Temporal-routed
+    firing writes its row, a Celery-routed one writes nothing and is published."""
+    event = make_trigger(f"One statement to {route}")
+    TriggerRoute.objects.create(trigger_id=event.trigger_id, route=route)
+
+    (statement,) = statements_of_the_receiver(event, user, task_id=5)
+
+    assert "trigger_relay_route" in statement
+    assert "INSERT INTO trigger_relay_outbox" in statement
+    went = (outbox_count(), len(celery_tasks(celery_queue)))
+    assert went == ((1, 0) if route == "temporal" else (0, 1))
+
+
+def test_a_stored_route_makes_malformed_settings_moot(user: Any, celery_queue: CeleryQueue) -> None:
+    """SPEC §2.3: the stored route wins without the settings being consulted, as before
+    issue 9's single statement (which is sent without a route from the settings then)."""
+    event = make_trigger("Stored wins")
+    TriggerRoute.objects.create(trigger_id=event.trigger_id, route="temporal")
+    with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="sqs"):
+        event.fire_single(user.pk)
+    assert outbox_count() == 1
+    assert celery_tasks(celery_queue) == []
+
+
+def test_a_malformed_stored_route_refuses_to_guess(user: Any, celery_queue: CeleryQueue) -> None:
+    """SPEC §2.3: a stored route that is neither (written by hand in SQL) is refused with
+    its value, before anything is written or published."""
+    event = make_trigger("Stored kafka")
+    TriggerRoute.objects.create(trigger_id=event.trigger_id, route="kafka")
+    with pytest.raises(ImproperlyConfigured, match="'kafka'"):
+        event.fire_single(user.pk)
+    assert outbox_count() == 0
+    assert celery_tasks(celery_queue) == []
+
+
+def test_a_celery_routed_context_need_not_be_json(user: Any, celery_queue: CeleryQueue) -> None:
+    """The outbox's JSON-only rule is the Temporal route's: a Celery-routed firing with a
+    datetime in its context is published, as dj-triggers does, not refused."""
+    event = make_trigger("Celery datetime")
+    TriggerRoute.objects.create(trigger_id=event.trigger_id, route="celery")
+    when = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+    with transaction.atomic():
+        event.fire_single(user.pk, when=when)
+    (queued,) = celery_queue.tasks()
+    assert queued.name == HANDLE_EVENT
+    assert outbox_count() == 0
+    TriggerRoute.objects.filter(trigger_id=event.trigger_id).update(route="temporal")
+    with pytest.raises(TypeError, match="when"):
+        event.fire_single(user.pk, when=when)
+    assert outbox_count() == 0
 
 
 def test_dj_triggers_receiver_is_replaced_by_ours() -> None:

@@ -1,4 +1,9 @@
-"""Writing firings to the outbox (SPEC §2.2)."""
+"""Writing firings to the outbox (SPEC §2.2).
+
+:func:`record_if_routed_to_temporal` is the request path: the route and, on the Temporal
+route, the row, in one statement (``sql/queries/record_firing.sql``). :func:`record_firing`
+writes a row whose route is already known, in its own statement.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,89 @@ from functools import cache
 from typing import TYPE_CHECKING
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db import router
 
+from trigger_relay import conf
+from trigger_relay import queries
 from trigger_relay.atomicity import check_in_transaction
+from trigger_relay.atomicity import in_transaction
 from trigger_relay.context import check_context
 from trigger_relay.models import OutboxRow
+from trigger_relay.routes import resolve_from_settings
+from trigger_relay.routes import settings_have_names
+from trigger_relay.routing import route_for
 
 if TYPE_CHECKING:
     from triggers.models import Event
+
+
+def record_if_routed_to_temporal(event: Event, user_pk: object, context: Mapping[str, Any]) -> bool:
+    """Write ``event``'s firing for ``user_pk`` to the outbox if its trigger routes to
+    Temporal now (SPEC §2.3): True if it did, False if the firing goes to Celery.
+
+    Inside the site's transaction, with a context of JSON values (the common case), that is
+    one statement: the route lookup and the INSERT together (issue 9: the request pays one
+    round trip, not two). Otherwise the route is looked up first, because what follows
+    depends on it and must happen before anything is written: the outside-a-transaction
+    warning or refusal, and the ``TypeError`` for a context that is not JSON, concern
+    Temporal-routed firings only. Either way the result and the errors are those of
+    :func:`trigger_relay.routing.route_for` followed by :func:`record_firing`.
+    """
+    using = router.db_for_write(OutboxRow)
+    if not _one_statement_serves(context, using):
+        return _record_by_route(event, user_pk, context)
+
+    try:
+        name = event.trigger.name if settings_have_names() else None
+        from_settings: str | None = resolve_from_settings(event.trigger_id, name).route
+    except ImproperlyConfigured:
+        from_settings = None  # raised below, if no stored route makes the settings moot
+    delay: dt.timedelta = getattr(event, "delay", None) or dt.timedelta()
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            queries.statement("record_firing"),
+            queries.parameters(
+                [
+                    event.pk,
+                    event.trigger_id,
+                    str(user_pk),
+                    OutboxRow._meta.get_field("context").get_db_prep_save(
+                        dict(context), connection
+                    ),
+                    delay,
+                    from_settings,
+                ]
+            ),
+        )
+        route, row_id = cursor.fetchone()
+    if row_id is not None:
+        return True
+    if route == conf.CELERY:
+        return False
+    # Nothing written and no valid route: a malformed stored route or setting. route_for()
+    # raises the error that names it.
+    return _record_by_route(event, user_pk, context)
+
+
+def _one_statement_serves(context: Mapping[str, Any], using: str) -> bool:
+    """Whether none of the checks that a Temporal-routed firing must pass before it is
+    written can fail: then the route need not be known first."""
+    try:
+        check_context(context)
+        conf.fire_outside_atomic()
+    except (TypeError, ValueError):
+        return False
+    return in_transaction(using)
+
+
+def _record_by_route(event: Event, user_pk: object, context: Mapping[str, Any]) -> bool:
+    if route_for(event) != conf.TEMPORAL:
+        return False
+    record_firing(event, user_pk, context)
+    return True
 
 
 def record_firing(event: Event, user_pk: object, context: Mapping[str, Any]) -> OutboxRow:

@@ -16,32 +16,18 @@ too, as before.
 
 from __future__ import annotations
 
-import re
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
 from django.db import router
 
+from trigger_relay import queries
 from trigger_relay.models import OutboxRow
 
 if TYPE_CHECKING:
     from trigger_relay.perform import FiringResult
-
-QUERY_FILE = Path(__file__).resolve().parent / "sql" / "queries" / "record_outcome.sql"
-
-_PLACEHOLDER = re.compile(r"\$(\d+)")
-
-
-@cache
-def _statement() -> str:
-    """record_outcome.sql with its ``$n`` placeholders as psycopg's ``%(pn)s``."""
-    sql = QUERY_FILE.read_text()
-    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    return _PLACEHOLDER.sub(r"%(p\1)s", body.replace("%", "%%"))
 
 
 @dataclass(frozen=True)
@@ -62,17 +48,19 @@ class OutcomeRecorder:
 
         with connections[router.db_for_write(OutboxRow)].cursor() as cursor:
             cursor.execute(
-                _statement(),
-                {
-                    "p1": self.outbox_id,
-                    "p2": self.generation,
-                    "p3": state,
-                    "p4": skip_reason,
-                    "p5": None,
-                    "p6": self.firing_uuid,
-                    "p7": self.workflow_id,
-                    "p8": self.run_id,
-                },
+                queries.statement("record_outcome"),
+                queries.parameters(
+                    [
+                        self.outbox_id,
+                        self.generation,
+                        state,
+                        skip_reason,
+                        None,  # last_error
+                        self.firing_uuid,
+                        self.workflow_id,
+                        self.run_id,
+                    ]
+                ),
             )
             return cursor.fetchone() is not None
 

@@ -24,10 +24,8 @@ from typing import Any
 from django.dispatch import Signal
 from django.dispatch.dispatcher import _make_id
 
-from trigger_relay import conf
 from trigger_relay import takeover
-from trigger_relay.outbox import record_firing
-from trigger_relay.routing import route_for
+from trigger_relay.outbox import record_if_routed_to_temporal
 
 if TYPE_CHECKING:
     from triggers.models import Event
@@ -61,8 +59,7 @@ def on_event_fired(
     sender: type[Event], signal: Signal, event: Event, user_pk: object, **context: Any
 ) -> None:
     """Route one firing (one event, one user) to Temporal or to Celery, never both."""
-    if route_for(event) == conf.TEMPORAL:
-        record_firing(event, user_pk, context)
+    if record_if_routed_to_temporal(event, user_pk, context):
         return
     original = installation.original
     if original is None:
