@@ -5,16 +5,20 @@
 #   chromium, chromium-driver
 #              browser_tests/ (`make test-browser`) drive the Django admin in Debian's
 #              headless Chromium through /usr/bin/chromedriver (Selenium never fetches one).
+#   prometheus provides /usr/bin/promtool, which scripts/test-alerts.sh uses to check and
+#              unit-test the alerting rules (deploy/prometheus/alerts.yml).
 # Idempotent: does nothing (and touches no package list) when everything is there; runs
 # `apt-get update` only when something is missing. The tests start their own pgbouncer on a
 # free port as the `postgres` user; the package's own service (port 6432) is stopped and
-# kept from starting at boot so that it cannot get in the way.
+# kept from starting at boot so that it cannot get in the way. The same goes for the
+# Prometheus server the prometheus package may start (port 9090): only promtool is used.
 set -euo pipefail
 
 missing=()
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
@@ -31,14 +35,14 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 
 for package in "${missing[@]}"; do
-    if [ "$package" = pgbouncer ]; then
+    if [ "$package" = pgbouncer ] || [ "$package" = prometheus ]; then
         # The package may have started its own instance (on machines with an init system);
         # the tests never use it.
-        if [ -x /etc/init.d/pgbouncer ]; then
-            /etc/init.d/pgbouncer stop >/dev/null 2>&1 || true
+        if [ -x "/etc/init.d/$package" ]; then
+            "/etc/init.d/$package" stop >/dev/null 2>&1 || true
         fi
         if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-            systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+            systemctl disable --now "$package" >/dev/null 2>&1 || true
         fi
     fi
 done

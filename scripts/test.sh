@@ -11,6 +11,9 @@ scripts/services.sh
 scripts/install-debian-packages.sh
 scripts/bootstrap.sh
 
+echo "== alerting rules (promtool check rules, promtool test rules)"
+scripts/test-alerts.sh
+
 echo "== daemon (cargo nextest)"
 cargo nextest run --locked --no-fail-fast
 
