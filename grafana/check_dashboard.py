@@ -4,10 +4,14 @@
     python grafana/check_dashboard.py grafana/trigger-relay.json http://127.0.0.1:9187/metrics
     python grafana/check_dashboard.py grafana/trigger-relay.json scrape.txt
     python grafana/check_dashboard.py grafana/trigger-relay.json docs/contract.md
+    python grafana/check_dashboard.py grafana/trigger-relay.json \
+        http://127.0.0.1:9187/metrics http://127.0.0.1:9465/metrics   # daemon + Python worker
 
-The second argument is a live /metrics URL, a saved scrape (Prometheus text exposition
-format), or docs/contract.md (its "Metrics" table), so the dashboard can also be checked
-before any daemon runs.
+Each further argument is a live /metrics URL, a saved scrape (Prometheus text exposition
+format), or docs/contract.md (its metrics tables: the daemon's and the Python worker's), so
+the dashboard can also be checked before any daemon runs. With several, a metric counts as
+exported when any of them exports it (the Python worker's panels read the worker's own
+endpoint, TRIGGER_RELAY_WORKER_METRICS_ADDR).
 
 Metric names are taken from the PromQL of every panel target (rows and library-less nested
 panels included) and of the Prometheus query variables. A name counts as exported when:
@@ -316,17 +320,22 @@ def family_of(series: str, families: set[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] in ("-h", "--help"):
+    if len(argv) < 3 or argv[1] in ("-h", "--help"):
         print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
         return 2
-    dashboard_path, source = argv[1], argv[2]
+    dashboard_path = argv[1]
+    available: set[str] = set()
+    families: set[str] = set()
     try:
         dashboard = json.loads(Path(dashboard_path).read_text(encoding="utf-8"))
-        text = read_source(source)
-        if source.endswith(".md"):
-            available, families = exported_from_contract(text)
-        else:
-            available, families = exported_from_scrape(text)
+        for source in argv[2:]:
+            text = read_source(source)
+            if source.endswith(".md"):
+                found = exported_from_contract(text)
+            else:
+                found = exported_from_scrape(text)
+            available |= found[0]
+            families |= found[1]
     except (OSError, ValueError) as exc:  # URLError is an OSError
         print(f"error: {exc}", file=sys.stderr)
         return 2

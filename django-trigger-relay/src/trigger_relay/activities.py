@@ -40,6 +40,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.exceptions import TemporalError
 
 from trigger_relay import conf
+from trigger_relay import metrics
 from trigger_relay import outcome
 from trigger_relay.perform import where_raised
 
@@ -78,13 +79,16 @@ def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
                 recorder = outcome.recorder_for(
                     firing, info.workflow_id or "", info.workflow_run_id or ""
                 )
-                return asdict(outcome.perform_and_record(firing, recorder))
-        except TemporalError:
+                result = outcome.perform_and_record(firing, recorder)
+        except TemporalError as exc:
             # The SDK's own (a cancellation), or an ApplicationError the site raised to
             # decide retries itself: as raised.
+            if isinstance(exc, ApplicationError):
+                _count_failure(exc, exc)
             raise
         except Exception as exc:
             failure = activity_failure(exc)
+            _count_failure(exc, failure)
             activity.logger.warning(
                 "perform firing of outbox row %s (attempt %s): %s; %s",
                 outbox_id,
@@ -97,10 +101,22 @@ def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
             # last_error, and this message is the one that says what and where. The
             # traceback stays the site's, for the Temporal UI.
             raise failure.with_traceback(exc.__traceback__) from None
+        metrics.firing(result.outcome, result.reason)
+        metrics.ledger_skips(len(result.already_performed))
+        return asdict(result)
     finally:
         # A thread of the pool keeps its connection between tasks; drop it if it is broken
         # or past TRIGGER_RELAY_WORKER_CONN_MAX_AGE, as Django does at the end of a request.
         close_old_connections()
+
+
+def _count_failure(exc: BaseException, failure: ApplicationError) -> None:
+    """``trigger_relay_worker_firings_total`` for an attempt that raised: ``failed`` or
+    ``retryable`` (as Temporal will treat it), ``infrastructure_error`` or ``site_error``."""
+    metrics.firing(
+        metrics.FAILED if failure.non_retryable else metrics.RETRY,
+        metrics.INFRASTRUCTURE_ERROR if is_infrastructure_error(exc) else metrics.SITE_ERROR,
+    )
 
 
 def _conn_max_age() -> float:

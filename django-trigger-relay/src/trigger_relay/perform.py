@@ -28,6 +28,7 @@ carries where in the firing it was raised (:func:`where_raised`), and
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ from django.utils import timezone
 
 from trigger_relay import conf
 from trigger_relay import hooks
+from trigger_relay import metrics
 from trigger_relay import outcome
 from trigger_relay.ledger import LedgerEntry
 from trigger_relay.ledger import idempotency_key
@@ -439,7 +441,12 @@ class _Performing:
             # get_or_create and its own atomic() would add two savepoints and a SELECT).
             with transaction.atomic():
                 _bound_lock_waits()
-                locked = _lock_activity(Activity, trigger, user)
+                waiting = time.monotonic()
+                try:
+                    locked = _lock_activity(Activity, trigger, user)
+                finally:
+                    # A wait that ran out (lock_timeout) counts too: it is the one to see.
+                    metrics.lock_wait(time.monotonic() - waiting)
                 phase = None
                 self.activity = locked
                 try:
@@ -490,7 +497,13 @@ class _Performing:
                 # data on to the next one. Only our own key changes between actions.
                 context[IDEMPOTENCY_KEY] = key
                 with _site_code(_named("action", action)):
-                    action.perform(user, context)
+                    try:
+                        action.perform(user, context)
+                    except Activity.Cancel:
+                        raise
+                    except Exception:
+                        metrics.action_error(action)
+                        raise
                 LedgerEntry.objects.create(
                     outbox_id=self.outbox_id,
                     action_id=action.pk,

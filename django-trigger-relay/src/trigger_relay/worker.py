@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ from typing import TypeVar
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig
 from temporalio.runtime import Runtime
 from temporalio.runtime import TelemetryConfig
 from temporalio.service import RPCError
@@ -38,6 +40,7 @@ from temporalio.service import RPCStatusCode
 from temporalio.service import TLSConfig
 from temporalio.worker import Worker
 
+from trigger_relay import metrics
 from trigger_relay.activities import perform_firing
 
 logger = logging.getLogger("trigger_relay.worker")
@@ -54,6 +57,7 @@ TLS_KEY: Final = "TRIGGER_RELAY_TEMPORAL_TLS_KEY"
 TLS_SERVER_NAME: Final = "TRIGGER_RELAY_TEMPORAL_TLS_SERVER_NAME"
 CONCURRENCY: Final = "TRIGGER_RELAY_WORKER_CONCURRENCY"
 SHUTDOWN_SECONDS: Final = "TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS"
+METRICS_ADDR: Final = "TRIGGER_RELAY_WORKER_METRICS_ADDR"
 
 #: Where a value was set, as log lines and errors name it.
 ENVIRONMENT: Final = "the environment"
@@ -163,6 +167,23 @@ class _Layers:
             raise ConfigError(f"{found.where()}; use a whole number of at least 1.")
         return number
 
+    def socket_address(self, name: str) -> str | None:
+        """``host:port`` to listen on, the host an IP address (``[...]`` for IPv6): what the
+        SDK's Prometheus exporter binds (it takes no host name). None when unset."""
+        found = self.get(name)
+        if found is None:
+            return None
+        if not isinstance(found.value, str):
+            raise ConfigError(f"{found.where(with_type=True)}; use a str such as '127.0.0.1:9465'.")
+        value = found.value.strip()
+        problem = _socket_address_problem(value)
+        if problem is not None:
+            raise ConfigError(
+                f"{found.where()}: {problem}; use an IP address and a port, such as "
+                "127.0.0.1:9465, 0.0.0.0:9465 or [::]:9465."
+            )
+        return value
+
     def seconds(self, name: str, default: float) -> float:
         found = self.get(name)
         if found is None:
@@ -186,6 +207,23 @@ class _Layers:
         return number
 
 
+def _socket_address_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as ``ip:port``, or None."""
+    host, colon, port = value.rpartition(":")
+    if not colon or not host:
+        return "not host:port"
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        return f"port {port!r} is not a number from 1 to 65535"
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        return f"{host!r} is not an IP address (a host name is not accepted)"
+    if address.version == 6 and not bracketed:
+        return f"an IPv6 address goes in brackets: [{host}]:{port}"
+    return None
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """The worker's connection and capacity settings, validated (SPEC §5.4)."""
@@ -203,6 +241,8 @@ class WorkerSettings:
     tls_server_name: str | None = None
     max_concurrent: int = 8
     shutdown_timeout: timedelta = timedelta(seconds=10)
+    #: ``ip:port`` of the Prometheus endpoint (``/metrics``); None: no metrics (the default).
+    metrics_addr: str | None = None
     #: Where each setting was set (a variable's name to ENVIRONMENT or DJANGO_SETTINGS), so
     #: that a log line can say where to correct it.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -222,7 +262,8 @@ class WorkerSettings:
         Django settings may hold the natural Python types: ``str`` for text, ``int`` for
         ``TRIGGER_RELAY_WORKER_CONCURRENCY``, ``int`` or ``float`` for
         ``TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS``, ``str`` or ``pathlib.Path`` for the TLS
-        files. Raises :class:`ConfigError` naming the setting and where it was set.
+        files, ``str`` (``ip:port``) for ``TRIGGER_RELAY_WORKER_METRICS_ADDR``. Raises
+        :class:`ConfigError` naming the setting and where it was set.
         """
         if django_settings is None:
             from django.conf import settings
@@ -258,6 +299,7 @@ class WorkerSettings:
             tls_server_name=layers.text(TLS_SERVER_NAME),
             max_concurrent=layers.count(CONCURRENCY, cls.max_concurrent),
             shutdown_timeout=timedelta(seconds=layers.seconds(SHUTDOWN_SECONDS, 10)),
+            metrics_addr=layers.socket_address(METRICS_ADDR),
             sources=dict(layers.sources),
         )
 
@@ -317,7 +359,10 @@ async def run(settings: WorkerSettings) -> None:
     # Before connecting, so that a SIGTERM while waiting for Temporal is a clean stop too.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runtime = Runtime(telemetry=TelemetryConfig())
+    runtime = _runtime(settings)
+    metrics.install(
+        runtime.metric_meter, namespace=settings.namespace, task_queue=settings.task_queue
+    )
     failure: str | None = None
     refused: str | None = None
     try:
@@ -334,6 +379,7 @@ async def run(settings: WorkerSettings) -> None:
     # unreachable, some of their parts only in reference cycles; once those are collected, the
     # runtime's last reference goes, and its threads are joined.
     await asyncio.sleep(0)
+    metrics.uninstall()  # its instruments hold the runtime
     gc.collect()
     del runtime
     if refused is not None:
@@ -341,6 +387,38 @@ async def run(settings: WorkerSettings) -> None:
     if failure is not None:
         raise WorkerFailed(failure)
     logger.info("trigger_relay worker stopped")
+
+
+def _runtime(settings: WorkerSettings) -> Runtime:
+    """The SDK's runtime, with its Prometheus endpoint when ``TRIGGER_RELAY_WORKER_METRICS_ADDR``
+    is set: the SDK's own metrics and the add-on's (:mod:`trigger_relay.metrics`), durations
+    in seconds. Raises :class:`ConfigError` naming the setting when the endpoint cannot listen
+    (the port is taken, the address is not this machine's)."""
+    address = settings.metrics_addr
+    if address is None:
+        logger.info("trigger_relay worker metrics: off (%s is not set)", METRICS_ADDR)
+        return Runtime(telemetry=TelemetryConfig())
+    try:
+        runtime = Runtime(
+            telemetry=TelemetryConfig(
+                metrics=PrometheusConfig(
+                    bind_address=address,
+                    durations_as_seconds=True,
+                    histogram_bucket_overrides=metrics.bucket_overrides(),
+                )
+            )
+        )
+    except ValueError as exc:  # "Failed starting Prometheus exporter: Address already in use"
+        given = _Found(METRICS_ADDR, address, settings.source(METRICS_ADDR))
+        raise ConfigError(
+            f"{given.where()}: cannot serve metrics there: {_gist(str(exc))}."
+        ) from None
+    logger.info(
+        "trigger_relay worker metrics: http://%s/metrics (%s)",
+        address,
+        settings.where(METRICS_ADDR),
+    )
+    return runtime
 
 
 #: How the SDK words a failure of the worker's own check of its namespace at start
