@@ -114,12 +114,20 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
             tracing::info!("poll-only mode: LISTEN disabled");
             drop(wake_tx);
         }
+        // Says at start which search attributes the namespace lacks (one line, with the
+        // command that adds them); the relay then sends only the present ones.
+        let search_attributes = Arc::new(crate::search_attributes::Registry::new(
+            config.temporal.temporal_namespace.clone(),
+        ));
+        search_attributes.present(&client).await;
         let relay = Relay {
             db: db.clone(),
             config: config.clone(),
             replica: replica.clone(),
             metrics: metrics.clone(),
             health: health.clone(),
+            search_attributes,
+            trigger_names_paused_until: std::sync::Mutex::new(None),
         };
         tasks.spawn("relay", relay.run(client.clone(), wake_rx, cancel.clone()));
     }

@@ -15,6 +15,7 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNames
 
 use crate::config::TemporalConfig;
 use crate::outbox::WorkflowInput;
+use crate::search_attributes::{Firing, Present};
 use crate::workflow::TriggerWorkflow;
 
 #[derive(Debug, thiserror::Error)]
@@ -135,12 +136,15 @@ pub async fn probe(client: &Client) -> Result<(), tonic::Status> {
 
 /// Starts the row's workflow. Reuse policy RejectDuplicate and conflict policy Fail make a
 /// second start of the same id (duplicate delivery, another replica, a lease that expired
-/// mid-call) an `AlreadyStarted` error instead of a second run.
+/// mid-call) an `AlreadyStarted` error instead of a second run. The workflow carries the
+/// firing's memo always, and its search attributes that the namespace has (`present`).
 pub async fn start(
     client: &Client,
     task_queue: &str,
     workflow_id: &str,
     input: WorkflowInput,
+    firing: &Firing,
+    present: Present,
 ) -> StartOutcome {
     let summary = format!(
         "outbox row {} (trigger {}, user {})",
@@ -150,6 +154,8 @@ pub async fn start(
         .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
         .static_summary(summary)
+        .memo(firing.memo())
+        .maybe_search_attributes(firing.search_attributes(present))
         .build();
     match client
         .start_workflow(TriggerWorkflow::run, input, options)

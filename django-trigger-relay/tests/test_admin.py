@@ -193,3 +193,35 @@ def test_the_payload_permission_exists_after_migrate() -> None:
         content_type__app_label="trigger_relay", codename="view_outbox_payload"
     )
     assert permission.name == "Can view outbox row context and last error"
+
+
+def test_rows_link_to_their_workflow_in_the_temporal_ui(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10, item 4: with ``TRIGGER_RELAY_TEMPORAL_UI_URL`` set (read at every page), each
+    row with a workflow id links to ``<base>/namespaces/<namespace>/workflows/<id>``."""
+    monkeypatch.delenv("TRIGGER_RELAY_TEMPORAL_NAMESPACE", raising=False)
+    started = add_row(state="dispatched", workflow_id="trigger-outbox-9-g0-f00d/é")
+    add_row()
+    client = client_for(superuser=True)
+    change = reverse("admin:trigger_relay_outboxrow_change", args=[started.pk])
+
+    settings.TRIGGER_RELAY_TEMPORAL_UI_URL = None
+    assert "/namespaces/" not in client.get(CHANGELIST).content.decode()
+    assert "/namespaces/" not in client.get(change).content.decode()
+
+    settings.TRIGGER_RELAY_TEMPORAL_UI_URL = "http://temporal-ui.example:8233/"
+    link = (
+        'href="http://temporal-ui.example:8233/namespaces/default/workflows/'
+        'trigger-outbox-9-g0-f00d%2F%C3%A9"'
+    )
+    page = client.get(CHANGELIST).content.decode()
+    assert link in page
+    assert page.count("/namespaces/") == 1  # the pending row has no workflow yet
+    assert link in client.get(change).content.decode()
+
+    # The namespace of the add-on's settings: the environment first, as for the worker.
+    settings.TRIGGER_RELAY_TEMPORAL_NAMESPACE = "site-staging"
+    assert "/namespaces/site-staging/workflows/" in client.get(CHANGELIST).content.decode()
+    monkeypatch.setenv("TRIGGER_RELAY_TEMPORAL_NAMESPACE", "site-prod")
+    assert "/namespaces/site-prod/workflows/" in client.get(CHANGELIST).content.decode()

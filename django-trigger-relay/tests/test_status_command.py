@@ -68,3 +68,29 @@ def test_status_says_when_celery_can_be_stopped(tx_user: Any, celery_queue: Cele
     text = io.StringIO()
     call_command("trigger_relay_status", stdout=text)
     assert text.getvalue().rstrip().endswith(CAN_STOP)
+
+
+def test_status_links_each_trigger_to_its_firings_in_the_temporal_ui(
+    tx_user: Any, celery_queue: CeleryQueue, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10, item 4: with ``TRIGGER_RELAY_TEMPORAL_UI_URL`` set, each trigger links to
+    the Temporal UI's list of its workflows (search attribute ``TriggerId``)."""
+    monkeypatch.delenv("TRIGGER_RELAY_TEMPORAL_NAMESPACE", raising=False)
+    make_trigger("Linked")
+    settings.TRIGGER_RELAY_TEMPORAL_UI_URL = None
+    assert by_name(status())["Linked"]["temporal_ui"] is None
+    text = io.StringIO()
+    call_command("trigger_relay_status", stdout=text)
+    assert "Temporal UI" not in text.getvalue()
+
+    settings.TRIGGER_RELAY_TEMPORAL_UI_URL = "https://cloud.temporal.io/"
+    settings.TRIGGER_RELAY_TEMPORAL_NAMESPACE = "site.a1b2c"
+    linked = by_name(status())["Linked"]
+    url = (
+        "https://cloud.temporal.io/namespaces/site.a1b2c/workflows"
+        f"?query=TriggerId%20%3D%20{linked['pk']}"
+    )
+    assert linked["temporal_ui"] == url
+    text = io.StringIO()
+    call_command("trigger_relay_status", stdout=text)
+    assert f"{linked['pk']:>6}  {url}" in text.getvalue().splitlines()

@@ -112,3 +112,7 @@ TRIGGER_RELAY_ROUTES = {
     "Any task completed: Celery as before": "celery",
 }
 TRIGGER_RELAY_DEFAULT_ROUTE = "celery"
+# The outbox admin and `manage.py trigger_relay_status` link each row to its workflow here.
+TRIGGER_RELAY_TEMPORAL_UI_URL = os.environ.get(
+    "TRIGGER_RELAY_TEMPORAL_UI_URL", "http://127.0.0.1:8233"
+)

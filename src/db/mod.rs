@@ -49,6 +49,7 @@ mod sql {
     pub const RECONCILE_CLAIM: &str = include_str!("../../sql/queries/reconcile_claim.sql");
     pub const RECONCILE_FAIL: &str = include_str!("../../sql/queries/reconcile_fail.sql");
     pub const DISPATCHED_OVERDUE: &str = include_str!("../../sql/queries/dispatched_overdue.sql");
+    pub const TRIGGER_NAMES: &str = include_str!("../../sql/queries/trigger_names.sql");
 }
 
 pub const NOTIFY_CHANNEL: &str = "trigger_relay_outbox";
@@ -427,6 +428,34 @@ impl Db {
             Err(bad) => bad.id,
         });
         Ok(claimed)
+    }
+
+    /// The names of these triggers (dj-triggers' table), for the workflows' memo and search
+    /// attributes. A trigger deleted meanwhile is absent from the map.
+    pub async fn trigger_names(
+        &self,
+        trigger_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, String>, DbError> {
+        if trigger_ids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let ids = trigger_ids.to_vec();
+        let rows = self
+            .rows(
+                "trigger_names",
+                sql::TRIGGER_NAMES,
+                &[(&ids, Type::INT8_ARRAY)],
+            )
+            .await?;
+        let mut names = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = column(row, "trigger_names", "id")?;
+            let name: Option<String> = column(row, "trigger_names", "name")?;
+            if let Some(name) = name {
+                names.insert(id, name);
+            }
+        }
+        Ok(names)
     }
 
     /// Marks the started rows of one batch dispatched; returns (id, commit-to-start seconds)

@@ -7,6 +7,7 @@ pub mod reconcile;
 pub mod retention;
 pub mod stats;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::db::{Db, DbError, Started};
 use crate::health::{Component, Health};
 use crate::metrics::{Metrics, WakeSource};
 use crate::outbox::{ClaimedRow, UndecodableRow};
+use crate::search_attributes::{self, Firing, Present, Registry};
 use crate::temporal::{self, StartOutcome};
 
 /// After a NOTIFY-driven drain, look once more this much later. A transaction that committed
@@ -30,12 +32,20 @@ use crate::temporal::{self, StartOutcome};
 /// catches its rows without waiting for the poll interval.
 const NOTIFY_SETTLE: Duration = Duration::from_millis(100);
 
+/// After the trigger names could not be read for a reason that lasts (no dj-triggers table,
+/// no privilege on it), the relay stops asking for this long.
+const TRIGGER_NAMES_PAUSE: Duration = Duration::from_secs(300);
+
 pub struct Relay {
     pub db: Db,
     pub config: Arc<RunConfig>,
     pub replica: String,
     pub metrics: Metrics,
     pub health: Arc<Health>,
+    /// Which search attributes the namespace has (src/search_attributes.rs).
+    pub search_attributes: Arc<Registry>,
+    /// Trigger names are not looked up before this (see [`TRIGGER_NAMES_PAUSE`]).
+    pub trigger_names_paused_until: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Why a drain stopped early; the loop backs off before the next one.
@@ -155,11 +165,17 @@ impl Relay {
                 .inc_by(count as u64);
             tracing::debug!(rows = count, source = source.as_str(), "claimed rows");
 
+            let names = self.trigger_names(&rows).await;
+            let present = self.search_attributes.present(client).await;
             let stop = AtomicBool::new(false);
             let results: Vec<Result<Dispatched, DbError>> = futures::stream::iter(rows)
                 .map(|row| async {
                     match row {
-                        Ok(row) => self.dispatch(client, row, &stop, cancel).await,
+                        Ok(row) => {
+                            let name = names.get(&row.trigger_id).cloned();
+                            self.dispatch(client, row, name, present, &stop, cancel)
+                                .await
+                        }
                         Err(bad) => self.fail_undecodable(&bad).await,
                     }
                 })
@@ -201,6 +217,61 @@ impl Relay {
         }
     }
 
+    /// The names of the batch's triggers, best effort: a failure leaves the names out (the
+    /// workflows start without them) and never stops the relay.
+    async fn trigger_names(
+        &self,
+        rows: &[Result<ClaimedRow, UndecodableRow>],
+    ) -> HashMap<i64, String> {
+        let paused = self
+            .trigger_names_paused_until
+            .lock()
+            .map(|until| until.is_some_and(|until| Instant::now() < until))
+            .unwrap_or(false);
+        if paused {
+            return HashMap::new();
+        }
+        let mut ids: Vec<i64> = rows
+            .iter()
+            .filter_map(|row| row.as_ref().ok().map(|row| row.trigger_id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        match self.db.trigger_names(&ids).await {
+            Ok(names) => names,
+            Err(err) => {
+                let lasting = matches!(&err, DbError::Query { source, .. }
+                if source.code().is_some_and(|code| {
+                    *code == tokio_postgres::error::SqlState::UNDEFINED_TABLE
+                        || *code == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE
+                }));
+                if lasting {
+                    let first = match self.trigger_names_paused_until.lock() {
+                        Ok(mut until) => until
+                            .replace(Instant::now() + TRIGGER_NAMES_PAUSE)
+                            .is_none(),
+                        Err(_) => false,
+                    };
+                    if !first {
+                        tracing::debug!(error = %err, "trigger names still unreadable");
+                        return HashMap::new();
+                    }
+                    tracing::warn!(
+                        error = %err,
+                        retry_in = ?TRIGGER_NAMES_PAUSE,
+                        "cannot read trigger names from triggers_trigger: workflows start \
+                         without TriggerName in their memo and search attributes; to add them, \
+                         `GRANT SELECT (id, name) ON triggers_trigger TO trigger_relay_daemon` \
+                         (README, \"Finding a firing in Temporal\")"
+                    );
+                } else {
+                    tracing::debug!(error = %err, "trigger names left out of this batch");
+                }
+                HashMap::new()
+            }
+        }
+    }
+
     async fn record_started(&self, started: &[Started]) -> Result<(), DbError> {
         if started.is_empty() {
             return Ok(());
@@ -227,6 +298,8 @@ impl Relay {
         &self,
         client: &Client,
         row: ClaimedRow,
+        trigger_name: Option<String>,
+        present: Present,
         stop: &AtomicBool,
         cancel: &CancellationToken,
     ) -> Result<Dispatched, DbError> {
@@ -245,12 +318,21 @@ impl Relay {
                 .await?;
             return Ok(Dispatched::Released);
         }
+        let firing = Firing {
+            outbox_id: row.id,
+            trigger_id: row.trigger_id,
+            trigger_name,
+            event_id: row.event_id,
+            user_pk: row.user_pk.clone(),
+        };
         let started_at = std::time::Instant::now();
         let outcome = temporal::start(
             client,
             &self.config.temporal.temporal_task_queue,
             &workflow_id,
             input,
+            &firing,
+            present,
         )
         .await;
         self.metrics
@@ -273,6 +355,10 @@ impl Relay {
                 return Ok(Dispatched::Settled);
             }
             StartOutcome::Misconfigured { error } => {
+                if search_attributes::is_search_attribute_refusal(&error) {
+                    // Removed or retyped since the last check: look again before the next try.
+                    self.search_attributes.invalidate().await;
+                }
                 self.stop_batch(&row, &error, stop).await?;
                 return Ok(Dispatched::Misconfigured(error));
             }

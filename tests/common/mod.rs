@@ -349,17 +349,41 @@ pub fn temporal_bin() -> PathBuf {
     path
 }
 
-/// `temporal server start-dev` on free ports; killed on drop.
+/// The search attributes the relay sets (src/search_attributes.rs), as `temporal server
+/// start-dev --search-attribute` registers them.
+pub const SEARCH_ATTRIBUTES: [&str; 5] = [
+    "TriggerRelayOutboxId=Int",
+    "TriggerId=Int",
+    "TriggerName=Keyword",
+    "EventId=Int",
+    "UserPk=Keyword",
+];
+
+/// `temporal server start-dev` on free ports, with the relay's search attributes registered
+/// unless started by [`TemporalServer::start_without_search_attributes`]; killed on drop.
 pub struct TemporalServer {
     pub port: u16,
     db_file: Option<PathBuf>,
     child: Option<Child>,
+    search_attributes: bool,
 }
 
 impl TemporalServer {
     /// In memory: fastest, state lost on stop.
     pub async fn start() -> TemporalServer {
         Self::spawn(free_port(), None).await
+    }
+
+    /// In memory, without the relay's search attributes (a namespace nobody prepared).
+    pub async fn start_without_search_attributes() -> TemporalServer {
+        let mut server = TemporalServer {
+            port: free_port(),
+            db_file: None,
+            child: None,
+            search_attributes: false,
+        };
+        server.launch(true).await;
+        server
     }
 
     /// Backed by an SQLite file, so `stop` + `restart` keeps every workflow.
@@ -377,6 +401,7 @@ impl TemporalServer {
             port,
             db_file,
             child: None,
+            search_attributes: true,
         };
         server.launch(true).await;
         server
@@ -464,6 +489,11 @@ impl TemporalServer {
                     .map(Stdio::from)
                     .unwrap_or_else(|_| Stdio::null()),
             );
+        if self.search_attributes {
+            for attribute in SEARCH_ATTRIBUTES {
+                cmd.args(["--search-attribute", attribute]);
+            }
+        }
         if let Some(file) = &self.db_file {
             cmd.arg("--db-filename").arg(file);
             cmd.args([
@@ -552,6 +582,8 @@ pub async fn wait_workflow_ids(client: &Client, expected: usize, timeout: Durati
 pub struct RelayProcess {
     pub metrics_port: u16,
     child: Option<Child>,
+    /// Where its stderr goes, if spawned by [`RelayProcess::spawn_logged`].
+    log: Option<PathBuf>,
 }
 
 pub fn relay_bin() -> &'static str {
@@ -561,7 +593,40 @@ pub fn relay_bin() -> &'static str {
 impl RelayProcess {
     /// `trigger-relay run` against `db` and `temporal_address`, with `extra` env overrides.
     pub fn spawn(db_url: &str, temporal_address: &str, extra: &[(&str, &str)]) -> RelayProcess {
+        Self::spawn_with(db_url, temporal_address, extra, None)
+    }
+
+    /// As [`RelayProcess::spawn`], with its log (stderr) kept in a file: see [`Self::log`].
+    pub fn spawn_logged(
+        db_url: &str,
+        temporal_address: &str,
+        extra: &[(&str, &str)],
+    ) -> RelayProcess {
+        let log = std::env::temp_dir().join(format!(
+            "trigger-relay-test-daemon-{}-{}.log",
+            std::process::id(),
+            free_port()
+        ));
+        Self::spawn_with(db_url, temporal_address, extra, Some(log))
+    }
+
+    /// What the daemon logged so far (spawned by [`RelayProcess::spawn_logged`]).
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("spawned with spawn_logged");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    fn spawn_with(
+        db_url: &str,
+        temporal_address: &str,
+        extra: &[(&str, &str)],
+        log: Option<PathBuf>,
+    ) -> RelayProcess {
         let metrics_port = free_port();
+        let stderr = match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create daemon log")),
+            None => Stdio::inherit(),
+        };
         let mut cmd = Command::new(relay_bin());
         cmd.arg("run")
             .env_clear()
@@ -576,7 +641,7 @@ impl RelayProcess {
             .env("TRIGGER_RELAY_LOG", "info")
             .env("TRIGGER_RELAY_BACKOFF_MAX", "1s")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in extra {
             cmd.env(k, v);
         }
@@ -584,6 +649,7 @@ impl RelayProcess {
         RelayProcess {
             metrics_port,
             child: Some(child),
+            log,
         }
     }
 
@@ -677,6 +743,12 @@ impl RelayProcess {
 impl Drop for RelayProcess {
     fn drop(&mut self) {
         self.sigkill();
+        if let Some(log) = &self.log {
+            if std::thread::panicking() {
+                eprintln!("--- daemon log ---\n{}", self.log());
+            }
+            let _ = std::fs::remove_file(log);
+        }
     }
 }
 

@@ -13,7 +13,9 @@ from django.contrib import admin
 from django.db.models import Q
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
+from trigger_relay import conf
 from trigger_relay import route_admin
 from trigger_relay.models import OutboxRow
 
@@ -78,6 +80,7 @@ class OutboxRowAdmin(admin.ModelAdmin):
         "attempts",
         "dispatched_at",
         "workflow_id",
+        "in_temporal",
     )
     list_filter = ("state", SkipReasonFilter)
     search_fields = ("=user_pk", "=workflow_id", "=run_id")
@@ -91,7 +94,8 @@ class OutboxRowAdmin(admin.ModelAdmin):
     show_full_result_count = False
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [self._shown_as(request, field.name) for field in OutboxRow._meta.fields]
+        fields = [self._shown_as(request, field.name) for field in OutboxRow._meta.fields]
+        return [*fields, "in_temporal"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return self.get_fields(request, obj)
@@ -110,6 +114,15 @@ class OutboxRowAdmin(admin.ModelAdmin):
         if name in PAYLOAD_FIELDS and not can_view_payload(request):
             return f"hidden_{name}"
         return name
+
+    @admin.display(description="Temporal")
+    def in_temporal(self, obj: OutboxRow) -> str:
+        """A link to the row's workflow in the Temporal UI (``TRIGGER_RELAY_TEMPORAL_UI_URL``,
+        read at every page), for rows with a workflow id."""
+        url = conf.workflow_url(obj.workflow_id)
+        if url is None:
+            return "-"
+        return format_html('<a href="{}" target="_blank" rel="noopener">workflow</a>', url)
 
     @admin.display(description="context")
     def hidden_context(self, obj: OutboxRow) -> str:

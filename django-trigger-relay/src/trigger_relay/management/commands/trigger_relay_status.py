@@ -3,7 +3,8 @@
 Per trigger: its route and where it comes from, its firings in the outbox by state, and
 what Celery still holds of dj-triggers' ``handle_event`` tasks for it (queued in the broker,
 held by a worker until their ETA), with those adopted into the outbox counted apart (Celery
-skips them). Then one verdict line. ``--json`` for scripts; the exit status is 0 whatever
+skips them); with ``TRIGGER_RELAY_TEMPORAL_UI_URL`` set, a link to the trigger's firings in
+the Temporal UI. Then one verdict line. ``--json`` for scripts; the exit status is 0 whatever
 the verdict (it is an answer, not a failure), 1 when the broker cannot be read.
 """
 
@@ -87,6 +88,9 @@ class Command(BaseCommand):
                     "source": resolved.source,
                     "outbox": dict(sorted(states.pop(trigger.pk, Counter()).items())),
                     "celery": _celery_counts(held.pop(trigger.pk, Counter())),
+                    # The trigger's firings in the Temporal UI (search attribute TriggerId);
+                    # None unless TRIGGER_RELAY_TEMPORAL_UI_URL is set.
+                    "temporal_ui": conf.workflows_query_url(f"TriggerId = {trigger.pk}"),
                 }
             )
         # Tasks of events that no longer exist (dj-triggers' task fails on them).
@@ -122,6 +126,11 @@ class Command(BaseCommand):
                 f"{trigger['pk']:>6}  {trigger['route']:<9} {trigger['source']:<16} "
                 f"{outbox or '-':<32} {celery:<28} {trigger['name']}"
             )
+        linked = [t for t in triggers if t["temporal_ui"]]
+        if linked:
+            self.stdout.write("Firings in the Temporal UI:")
+            for trigger in linked:
+                self.stdout.write(f"{trigger['pk']:>6}  {trigger['temporal_ui']}")
         if any(orphans.values()):
             self.stdout.write(f"tasks of deleted events: {orphans}")
         self.stdout.write(verdict)
