@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole product on this machine: the example Django site (admin on :8000), a Temporal
 # dev server (UI on :8233), the trigger-relay daemon (relay + workflow worker, /metrics on
-# :9187) and the Python activity worker; it seeds example triggers, fires them, waits for
+# :9187) and the Python activity worker (/metrics on :9465, or a free port); it seeds example triggers, fires them, waits for
 # every firing to finish and prints the emails they sent.
 #
 # Stays up until Ctrl-C when run from a terminal; DEMO_EXIT=1 (or no terminal) stops after
@@ -67,19 +67,43 @@ say "Starting the Temporal dev server (UI http://127.0.0.1:8233)"
 # SQLite in WAL mode: about twice the starts/s of the default journal (shared/temporal-rust.md).
 "$ROOT/.venv/bin/temporal" server start-dev --ip 127.0.0.1 --port 7233 --ui-port 8233 \
     --db-filename "$RUN/temporal.db" --sqlite-pragma journal_mode=wal \
-    --sqlite-pragma synchronous=normal --log-level warn >"$RUN/temporal.log" 2>&1 &
+    --sqlite-pragma synchronous=normal --log-level warn \
+    --search-attribute TriggerRelayOutboxId=Int --search-attribute TriggerId=Int \
+    --search-attribute TriggerName=Keyword --search-attribute EventId=Int \
+    --search-attribute UserPk=Keyword >"$RUN/temporal.log" 2>&1 &
 PIDS+=($!)
 wait_port 7233 "the Temporal dev server" "$RUN/temporal.log"
+# The flags above register the search attributes in a new database file only; a
+# .run/temporal.db kept from an earlier demo gets them here (adding one that exists is a no-op).
+for attempt in $(seq 1 20); do
+    "$ROOT/.venv/bin/temporal" operator search-attribute create --address 127.0.0.1:7233 \
+        --namespace default --name TriggerRelayOutboxId --type Int --name TriggerId --type Int \
+        --name TriggerName --type Keyword --name EventId --type Int --name UserPk --type Keyword \
+        >>"$RUN/temporal.log" 2>&1 && break
+    [ "$attempt" = 20 ] && die "cannot register the search attributes; see $RUN/temporal.log"
+    sleep 0.5
+done
+
+# The Python worker's metrics (TRIGGER_RELAY_WORKER_METRICS_ADDR): on 9465 when it is free,
+# else on a port the system picks; "Look around" says which.
+WORKER_METRICS_PORT=9465
+if (exec 3<>"/dev/tcp/127.0.0.1/$WORKER_METRICS_PORT") 2>/dev/null; then
+    WORKER_METRICS_PORT=$("$PY" -c \
+        'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
+WORKER_METRICS_ADDR=127.0.0.1:$WORKER_METRICS_PORT
 
 say "Starting trigger-relay (relay + workflow worker), the Python worker and the site"
 "$RELAY" run >"$RUN/trigger-relay.log" 2>&1 &
 PIDS+=($!)
-"${MANAGE[@]}" trigger_relay_worker >"$RUN/worker.log" 2>&1 &
+TRIGGER_RELAY_WORKER_METRICS_ADDR=$WORKER_METRICS_ADDR "${MANAGE[@]}" trigger_relay_worker \
+    >"$RUN/worker.log" 2>&1 &
 PIDS+=($!)
 "${MANAGE[@]}" runserver 127.0.0.1:8000 --noreload >"$RUN/django.log" 2>&1 &
 PIDS+=($!)
 wait_port 9187 "trigger-relay" "$RUN/trigger-relay.log"
 wait_port 8000 "the Django site" "$RUN/django.log"
+wait_port "$WORKER_METRICS_PORT" "the Python worker's metrics" "$RUN/worker.log"
 
 say "Firing example events"
 "${MANAGE[@]}" fire_demo
@@ -109,7 +133,10 @@ say "Look around"
 cat <<TXT
   Django admin (admin / admin):  http://127.0.0.1:8000/admin/
   Temporal UI:                   http://127.0.0.1:8233/namespaces/default/workflows
+  A trigger's or a user's firings in the UI's search box (or temporal workflow list --query):
+                                 TriggerName = 'Any task completed: delayed note'   or   UserPk = "1"
   Relay metrics:                 http://127.0.0.1:9187/metrics   (and /readyz, /healthz)
+  Python worker metrics:         http://$WORKER_METRICS_ADDR/metrics   (slots, schedule-to-start, firings)
   Fire again:                    .venv/bin/python example/manage.py fire_demo
   Logs:                          .run/*.log
 TXT
