@@ -20,6 +20,11 @@ in alternating order:
   meanwhile, per 1,000 firings (process trees, so Celery's prefork children and PostgreSQL's
   backends count, exited ones included).
 
+With `--baseline-daemon PATH` (another build of the daemon, e.g. the last release's), each
+repeat also runs the Temporal route with that daemon (swapped in and out; same server, worker
+and database), and the table gains its column and the Temporal / baseline ratio: how a change
+to the daemon or the workflow moves the figures, in the same invocation.
+
 Prints one table (median and min-max over repeats, the Temporal/Celery ratio) and writes
 the figures as JSON to bench/results/. Nothing else should run on the machine meanwhile:
 PostgreSQL's and Redis' CPU is the whole server's.
@@ -52,6 +57,8 @@ DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 # A Redis database of its own: no other test's or demo's Celery worker takes our messages.
 BROKER_URL = "redis://127.0.0.1:6379/11"
 ROUTES = ("celery", "temporal")
+#: The phase that runs the Temporal route with --baseline-daemon.
+BASELINE = "baseline"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -200,6 +207,18 @@ class Processes:
         for name, child in self.children.items():
             if child.poll() is not None:
                 raise SystemExit(f"bench: {name} exited; see {self.workdir / name}.log")
+
+    def use_daemon(self, daemon: Path) -> int:
+        """Run ``daemon`` instead of the current daemon (stopped with SIGTERM, as a deploy
+        would); returns its pid."""
+        if daemon != self.daemon_bin:
+            current = self.children["daemon"]
+            current.terminate()
+            current.wait(timeout=30)
+            self.daemon_bin = daemon
+            self.spawn("daemon", [str(daemon), "run"])
+            wait_until("the daemon's /readyz", 60, self.daemon_ready, every=0.2)
+        return self.pid("daemon")
 
     def daemon_ready(self) -> bool:
         try:
@@ -400,11 +419,12 @@ def history(processes: Processes, workflow_id: str) -> list[dict[str, Any]]:
     return list(json.loads(out)["events"])
 
 
-def history_events(processes: Processes) -> int:
-    """Events in the history of the last finished firing's workflow."""
+def history_events(processes: Processes, label: str) -> int:
+    """Events in the history of the last finished firing's workflow of phase ``label``."""
     from trigger_relay.models import OutboxRow
 
-    row = OutboxRow.objects.filter(state="done").order_by("-id").first()
+    rows = OutboxRow.objects.filter(state="done", context__task_title__startswith=f"{label} ")
+    row = rows.order_by("-id").first()
     if row is None or not row.workflow_id:
         raise SystemExit("bench: no finished Temporal firing to count history events of")
     return len(history(processes, row.workflow_id))
@@ -469,13 +489,14 @@ def spread(values: list[float]) -> str:
 
 def report(results: dict[str, Any]) -> str:
     runs = results["repeats"]
-    rows: list[tuple[str, list[float], list[float], bool]] = []
+    phases = [phase for phase in (*ROUTES, BASELINE) if phase in runs[0]]
+    rows: list[tuple[str, dict[str, list[float]], bool]] = []
 
     def add(
         label: str, pick: Callable[[str, dict[str, Any]], float], *, ratio: bool = True
     ) -> None:
-        celery, temporal = ([pick(route, run[route]) for run in runs] for route in ROUTES)
-        rows.append((label, celery, temporal, ratio))
+        values = {phase: [pick(phase, run[phase]) for run in runs] for phase in phases}
+        rows.append((label, values, ratio))
 
     for q in (50, 99):
         add(
@@ -491,7 +512,7 @@ def report(results: dict[str, Any]) -> str:
         add(
             f"row written -> workflow started (NOTIFY), p{q} (ms)",
             lambda r, x, q=q: (
-                percentile(x["latency"]["row_to_start_ms"], q) if r == "temporal" else 0
+                percentile(x["latency"]["row_to_start_ms"], q) if r != "celery" else 0
             ),
         )
     add(
@@ -499,7 +520,7 @@ def report(results: dict[str, Any]) -> str:
         lambda _, x: x["sustained"]["firings_per_s"],
     )
     names = sorted(
-        {n for run in runs for r in ROUTES for n in run[r]["sustained"]["cpu_s_per_1000"]}
+        {n for run in runs for r in phases for n in run[r]["sustained"]["cpu_s_per_1000"]}
     )
     for name in names:
         add(
@@ -509,35 +530,46 @@ def report(results: dict[str, Any]) -> str:
             ratio=name in ("postgres", "site (firing process)"),
         )
     # What a site runs on its own hosts; the Temporal cluster runs elsewhere in production.
-    site = {
-        "celery": ("celery", "postgres", "redis"),
-        "temporal": ("daemon", "worker", "postgres"),
-    }
+    site = ("daemon", "worker", "postgres")
     add(
         "CPU s per 1,000 firings, site's hosts (Celery worker + PostgreSQL + Redis | "
         "daemon + worker + PostgreSQL)",
-        lambda r, x: sum(x["sustained"]["cpu_s_per_1000"][n] for n in site[r]),
+        lambda r, x: sum(
+            x["sustained"]["cpu_s_per_1000"][n]
+            for n in (("celery", "postgres", "redis") if r == "celery" else site)
+        ),
+    )
+    for name in dict.fromkeys(n for run in runs for n in run["temporal"].get("stages_ms", {})):
+        add(
+            f"one at a time, p50 (ms): {name}",
+            lambda r, x, n=name: (
+                percentile(x["stages_ms"][n], 50) if x.get("stages_ms", {}).get(n) else 0
+            ),
+            ratio=False,
+        )
+    add(
+        "workflow history events per firing (no delay)",
+        lambda r, x: x.get("history_events", 0),
+        ratio=False,
     )
 
-    lines = [
-        "| figure | Celery route (dj-triggers) | Temporal route | Temporal / Celery |",
-        "|---|---|---|---|",
-    ]
-    for label, celery, temporal, compare in rows:
-        base = statistics.median(celery)
-        ratio = f"{statistics.median(temporal) / base:.2f}" if compare and base > 0 else "-"
-        lines.append(f"| {label} | {spread(celery)} | {spread(temporal)} | {ratio} |")
-    stage_names = [name for run in runs for name in run["temporal"].get("stages_ms", {})]
-    for name in dict.fromkeys(stage_names):
-        values = [
-            percentile(run["temporal"]["stages_ms"][name], 50)
-            for run in runs
-            if run["temporal"].get("stages_ms", {}).get(name)
-        ]
-        lines.append(f"| one at a time, p50 (ms): {name} | - | {spread(values)} | - |")
-    lines.append(
-        f"| workflow history events per firing (no delay) | - | {results['history_events']} | - |"
-    )
+    header = "| figure | Celery route (dj-triggers) | Temporal route | Temporal / Celery |"
+    if BASELINE in phases:
+        header += " Temporal, baseline daemon | Temporal / baseline |"
+    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
+    for label, values, compare in rows:
+        median = {phase: statistics.median(values[phase]) for phase in phases}
+        ratio = (
+            f"{median['temporal'] / median['celery']:.2f}"
+            if compare and median["celery"] > 0
+            else "-"
+        )
+        line = f"| {label} | {spread(values['celery'])} | {spread(values['temporal'])} | {ratio} |"
+        if BASELINE in phases:
+            base = median[BASELINE]
+            versus = f"{median['temporal'] / base:.2f}" if base > 0 else "-"
+            line += f" {spread(values[BASELINE])} | {versus} |"
+        lines.append(line)
     idle, peak = results["daemon_rss_mib"]
     lines.append(f"| daemon RSS idle / peak (MiB) | - | {idle:.0f} / {peak:.0f} | - |")
     return "\n".join(lines)
@@ -561,6 +593,12 @@ def main() -> None:
     parser.add_argument(
         "--daemon", type=Path, default=ROOT / "target" / "release" / "trigger-relay"
     )
+    parser.add_argument(
+        "--baseline-daemon",
+        type=Path,
+        default=None,
+        help="another daemon build to run the Temporal route with too, for comparison",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs' directory")
     parser.add_argument(
         "--task-queue-partitions",
@@ -571,6 +609,9 @@ def main() -> None:
     args = parser.parse_args()
     if not args.daemon.exists():
         raise SystemExit(f"bench: no daemon at {args.daemon} (cargo build --release, or --daemon)")
+    if args.baseline_daemon is not None and not args.baseline_daemon.exists():
+        raise SystemExit(f"bench: no baseline daemon at {args.baseline_daemon}")
+    phases: tuple[str, ...] = (*ROUTES, BASELINE) if args.baseline_daemon else ROUTES
 
     workdir = Path(tempfile.mkdtemp(prefix="trigger-relay-bench-"))
     create_database()
@@ -587,6 +628,7 @@ def main() -> None:
         "firings": args.firings,
         "latency_firings": args.latency,
         "daemon": str(args.daemon),
+        "baseline_daemon": str(args.baseline_daemon) if args.baseline_daemon else None,
         "temporal_server": "start-dev, SQLite file, journal_mode=wal, synchronous=normal",
         "task_queue_partitions": args.task_queue_partitions,
         "repeats": [],
@@ -608,23 +650,30 @@ def main() -> None:
         idle_rss = rss_mib(pids["daemon"])[0]
         for repeat in range(args.repeats):
             run: dict[str, Any] = {}
-            order = ROUTES if repeat % 2 == 0 else tuple(reversed(ROUTES))
-            for route in order:
+            order = phases if repeat % 2 == 0 else tuple(reversed(phases))
+            for phase in order:
+                route = "temporal" if phase == BASELINE else phase
+                if route == "temporal":
+                    daemon = args.baseline_daemon if phase == BASELINE else args.daemon
+                    pids["daemon"] = processes.use_daemon(daemon)
                 enable_only(triggers, route)
-                label = f"r{repeat} {route}"
+                label = f"r{repeat} {phase}"
                 print(
-                    f"bench: repeat {repeat + 1}/{args.repeats}, {route} route",
+                    f"bench: repeat {repeat + 1}/{args.repeats}, {phase}"
+                    f"{' daemon' if phase == BASELINE else ' route'}",
                     file=sys.stderr,
                 )
-                run[route] = {
+                run[phase] = {
                     "latency": latency_phase(user, args.latency, label),
                     "sustained": sustained_phase(user, args.firings, label, pids),
                 }
                 if route == "temporal":
-                    run[route]["stages_ms"] = latency_breakdown(processes, label)
+                    run[phase]["stages_ms"] = latency_breakdown(processes, label)
+                    run[phase]["history_events"] = history_events(processes, label)
+                    run[phase]["daemon_peak_rss_mib"] = rss_mib(pids["daemon"])[1]
             results["repeats"].append(run)
-        results["history_events"] = history_events(processes)
-        results["daemon_rss_mib"] = (idle_rss, rss_mib(pids["daemon"])[1])
+        peaks = [run["temporal"]["daemon_peak_rss_mib"] for run in results["repeats"]]
+        results["daemon_rss_mib"] = (idle_rss, max(peaks))
     finally:
         processes.stop()
         if not args.keep:
