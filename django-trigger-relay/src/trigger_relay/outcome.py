@@ -11,7 +11,10 @@ package through the ``trigger_relay/sql`` link): one transition of the row's sta
 with the generation and firing-uuid guards, whoever runs it. A row it does not match (a
 replay gave it a new generation, it was cancelled meanwhile) is left alone and the result
 says ``recorded: false``: the workflow then runs ``record_outcome``, which leaves it alone
-too, as before.
+too, as before. One exception: a row that already holds this very outcome for this
+generation and firing was recorded by an earlier attempt whose result was lost (the worker
+killed after the commit); the retry says ``recorded: true`` then, so that the workflow counts
+the outcome once (``sql/queries/outcome_held.sql``).
 """
 
 from __future__ import annotations
@@ -64,6 +67,21 @@ class OutcomeRecorder:
             )
             return cursor.fetchone() is not None
 
+    def holds(self, state: str, skip_reason: str | None) -> bool:
+        """Whether the row already holds ``state`` (``skip_reason``) for this generation and
+        firing: recorded by an earlier attempt whose result was lost
+        (``sql/queries/outcome_held.sql``)."""
+        from django.db import connections
+
+        with connections[router.db_for_write(OutboxRow)].cursor() as cursor:
+            cursor.execute(
+                queries.statement("outcome_held"),
+                queries.parameters(
+                    [self.outbox_id, self.generation, state, skip_reason, self.firing_uuid]
+                ),
+            )
+            return cursor.fetchone() is not None
+
 
 def recorder_for(firing: dict[str, Any], workflow_id: str, run_id: str) -> OutcomeRecorder | None:
     """The recorder the workflow asked for in ``firing``, or None (a workflow from before
@@ -104,5 +122,7 @@ def perform_and_record(firing: dict[str, Any], recorder: OutcomeRecorder | None)
     finally:
         _RECORDER.reset(token)
     if recorder is not None and not result.recorded:
-        result.recorded = recorder(result.outcome, result.reason)
+        result.recorded = recorder(result.outcome, result.reason) or recorder.holds(
+            result.outcome, result.reason
+        )
     return result
