@@ -264,7 +264,7 @@ fn push(
 
 /// `value`, or its longest prefix of at most `max` bytes ending at a character boundary
 /// followed by `…`.
-fn cut(value: &str, max: usize) -> String {
+pub fn cut(value: &str, max: usize) -> String {
     if value.len() <= max {
         return value.to_owned();
     }
