@@ -153,28 +153,7 @@ def lock_timeout_seconds() -> float:
     The environment wins over the Django setting. Raises ``ValueError`` naming the setting
     for a value that is not a non-negative number of seconds.
     """
-    raw = os.environ.get(LOCK_TIMEOUT)
-    if raw is not None and raw.strip():
-        try:
-            seconds = float(raw.strip())
-        except ValueError:
-            seconds = -1.0
-        if not seconds >= 0 or seconds == float("inf"):
-            raise ValueError(
-                f"{LOCK_TIMEOUT}={raw!r} in the environment; use a number of seconds (0: no bound)."
-            )
-        return seconds
-    value: object = getattr(settings, LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT_SECONDS)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not value >= 0
-        or value == float("inf")
-    ):
-        raise ValueError(
-            f"settings.{LOCK_TIMEOUT} is {value!r}; use a number of seconds (0: no bound)."
-        )
-    return float(value)
+    return _seconds(LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT_SECONDS, zero="no bound")
 
 
 #: The site runs without Celery (issue 8, item 4): a trigger routed to Celery is a warning.
@@ -221,31 +200,38 @@ def worker_conn_max_age() -> float:
     settings, counts as unset (as for the worker's other settings). Raises ``ValueError``
     naming the setting for a value that is not a non-negative number of seconds.
     """
-    raw = os.environ.get(WORKER_CONN_MAX_AGE)
+    return _seconds(
+        WORKER_CONN_MAX_AGE,
+        DEFAULT_WORKER_CONN_MAX_AGE_SECONDS,
+        zero="a new connection for every activity",
+    )
+
+
+def _seconds(name: str, default: float, *, zero: str) -> float:
+    """A non-negative, finite number of seconds from the environment (which wins; empty
+    counts as unset) or the Django setting ``name`` (``None`` counts as unset), else
+    ``default``. Raises ``ValueError`` naming the setting and where the value came from;
+    ``zero`` says what 0 means, in the message."""
+    hint = f"use a number of seconds (0: {zero})."
+    raw = os.environ.get(name)
     if raw is not None and raw.strip():
         try:
             seconds = float(raw.strip())
         except ValueError:
             seconds = -1.0
         if not seconds >= 0 or seconds == float("inf"):
-            raise ValueError(
-                f"{WORKER_CONN_MAX_AGE}={raw!r} in the environment; use a number of seconds "
-                "(0: a new connection for every activity)."
-            )
+            raise ValueError(f"{name}={raw!r} in the environment; {hint}")
         return seconds
-    value: object = getattr(settings, WORKER_CONN_MAX_AGE, None)
+    value: object = getattr(settings, name, None)
     if value is None:
-        return DEFAULT_WORKER_CONN_MAX_AGE_SECONDS
+        return default
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or not value >= 0
         or value == float("inf")
     ):
-        raise ValueError(
-            f"settings.{WORKER_CONN_MAX_AGE} is {value!r}; use a number of seconds "
-            "(0: a new connection for every activity)."
-        )
+        raise ValueError(f"settings.{name} is {value!r}; {hint}")
     return float(value)
 
 
