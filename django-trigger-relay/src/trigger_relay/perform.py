@@ -419,6 +419,18 @@ class _Performing:
         with _site_code(where or "the conditions' filter_user_queryset"):
             return trigger.filter_user_queryset(users).first()
 
+    @staticmethod
+    def _filter_may_change(trigger: Any) -> bool:
+        """Whether ``filter_user_queryset`` may judge the user otherwise under the lock than
+        before it: a condition's filter may (a cap reached by the attempt that held the lock
+        before), and a site's override may; dj-triggers' own with no conditions keeps every
+        user, as it did a moment ago, and is not asked again (one statement fewer, as
+        dj-triggers' own handle_event, which filters once)."""
+        from triggers.models import Trigger
+
+        has_conditions = bool(trigger.conditions.all())  # prefetched with the trigger
+        return has_conditions or hooks.is_overridden(trigger, "filter_user_queryset", Trigger)
+
     def _conditions_satisfied(self, trigger: Any, user: Any) -> bool:
         for condition in trigger.conditions.all():
             with _site_code(_named("condition", condition)):
@@ -485,7 +497,7 @@ class _Performing:
             raise _FinishUnderLock(FiringResult(outcome="done", already_performed=already))
         result.already_performed = already
         try:
-            if self._filtered_user(trigger, user.pk) is None:
+            if self._filter_may_change(trigger) and self._filtered_user(trigger, user.pk) is None:
                 raise _FinishUnderLock(FiringResult.skipped("user_filtered_out", already))
             if not self._conditions_satisfied(trigger, user):
                 raise _FinishUnderLock(FiringResult.skipped("condition_false", already))
