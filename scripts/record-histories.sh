@@ -35,7 +35,10 @@ psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH 
     -c "CREATE DATABASE $DB"
 "${MANAGE[@]}" migrate --verbosity 0
 "$ROOT/.venv/bin/temporal" server start-dev --headless --ip 127.0.0.1 --port "$TEMPORAL_PORT" \
-    --http-port "$(free_port)" --metrics-port "$(free_port)" --log-level error >"$WORK/temporal.log" 2>&1 &
+    --http-port "$(free_port)" --metrics-port "$(free_port)" --log-level error \
+    --search-attribute TriggerRelayOutboxId=Int --search-attribute TriggerId=Int \
+    --search-attribute TriggerName=Keyword --search-attribute EventId=Int \
+    --search-attribute UserPk=Keyword >"$WORK/temporal.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 120); do (exec 3<>"/dev/tcp/127.0.0.1/$TEMPORAL_PORT") 2>/dev/null && break; sleep 0.5; done
 "$RELAY" run >"$WORK/daemon.log" 2>&1 &
