@@ -6,19 +6,21 @@
 #              browser_tests/ (`make test-browser`) drive the Django admin in Debian's
 #              headless Chromium through /usr/bin/chromedriver (Selenium never fetches one).
 #   prometheus provides /usr/bin/promtool, which scripts/test-alerts.sh uses to check and
-#              unit-test the alerting rules (deploy/prometheus/alerts.yml).
+#              unit-test the alerting rules (deploy/prometheus/alerts.yml), and
+#              /usr/bin/prometheus, which django-trigger-relay/tests/
+#              test_dashboard_on_prometheus.py runs on a free port to evaluate the dashboard.
 # Idempotent: does nothing (and touches no package list) when everything is there; runs
 # `apt-get update` only when something is missing. The tests start their own pgbouncer on a
 # free port as the `postgres` user; the package's own service (port 6432) is stopped and
 # kept from starting at boot so that it cannot get in the way. The same goes for the
-# Prometheus server the prometheus package may start (port 9090): only promtool is used.
+# Prometheus server the prometheus package may start (port 9090): the tests start their own.
 set -euo pipefail
 
 missing=()
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
-command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || missing+=(prometheus)
+{ [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
