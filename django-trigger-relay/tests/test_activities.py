@@ -23,6 +23,8 @@ from django.contrib.auth import get_user_model
 from django.test import override_settings
 from tasks.models import SentEmail
 from tests_support.factories import make_trigger
+from tests_support.firings import ABSENT
+from tests_support.firings import workflow_input
 from triggers.models import Activity
 
 from trigger_relay.ledger import LedgerEntry
@@ -35,31 +37,10 @@ pytestmark = [
 ]
 
 
-#: Leaves a key out of the workflow input, as the daemon before schema 3 did.
-_ABSENT = object()
-
-
 @pytest.fixture
 def _route_to_temporal() -> Iterator[None]:
     with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal"):
         yield
-
-
-def workflow_input(row: OutboxRow, **changes: Any) -> dict[str, Any]:
-    """The workflow input the daemon builds from ``row`` (docs/contract.md)."""
-    firing: dict[str, Any] = {
-        "outbox_id": row.pk,
-        "generation": row.generation,
-        "event_id": row.event_id,
-        "trigger_id": row.trigger_id,
-        "user_pk": row.user_pk,
-        "context_json": json.dumps(row.context),
-        "created_at": row.created_at.isoformat(),
-        "due_at": row.due_at.isoformat(),
-        "firing_uuid": None if row.firing_uuid is None else str(row.firing_uuid),
-    }
-    firing.update(changes)
-    return {key: value for key, value in firing.items() if value is not _ABSENT}
 
 
 def fired_row(user: Any, name: str = "Note on completion") -> tuple[OutboxRow, Any]:
@@ -122,7 +103,7 @@ def test_input_without_firing_uuid_does_not_perform_a_row_that_has_one(user: Any
     belongs to a firing recorded after it is not that firing's workflow."""
     row, event = fired_row(user)
 
-    for firing in (workflow_input(row, firing_uuid=None), workflow_input(row, firing_uuid=_ABSENT)):
+    for firing in (workflow_input(row, firing_uuid=None), workflow_input(row, firing_uuid=ABSENT)):
         result = perform(firing)
         assert (result.outcome, result.reason) == ("skipped", "firing_mismatch")
     assert nothing_performed(row, event, user)
@@ -139,7 +120,7 @@ def test_row_from_before_schema_3_is_performed_by_its_workflow(user: Any) -> Non
     assert (result.outcome, result.reason) == ("skipped", "firing_mismatch")
     assert nothing_performed(row, event, user)
 
-    result = perform(workflow_input(row, firing_uuid=_ABSENT))
+    result = perform(workflow_input(row, firing_uuid=ABSENT))
     assert (result.outcome, result.reason) == ("done", None)
     assert SentEmail.objects.filter(user=user).count() == 1
 
@@ -156,7 +137,7 @@ def test_superseded_generation_is_reported_before_the_firing(user: Any) -> None:
     row, event = fired_row(user)
     OutboxRow.objects.filter(pk=row.pk).update(generation=1)
 
-    result = perform(workflow_input(row, generation=0, firing_uuid=_ABSENT))
+    result = perform(workflow_input(row, generation=0, firing_uuid=ABSENT))
 
     assert (result.outcome, result.reason) == ("skipped", "superseded")
     assert nothing_performed(row, event, user)
@@ -206,7 +187,7 @@ def test_any_identity_field_that_disagrees_with_the_row_is_a_mismatch(
         "user_pk": str(other_user.pk),
     }[field]
 
-    for value in (other, _ABSENT, None, "not a number"):
+    for value in (other, ABSENT, None, "not a number"):
         result = perform(workflow_input(row, **{field: value}))
         assert (result.outcome, result.reason) == ("skipped", "input_mismatch"), value
     assert not SentEmail.objects.exists()
@@ -230,7 +211,7 @@ def test_context_is_the_rows_whatever_the_input_says(user: Any) -> None:
 
     forged = workflow_input(row, context_json=json.dumps({"task_title": "forged", "n": 1}))
     assert perform(forged).outcome == "done"
-    legacy = workflow_input(row, context_json=_ABSENT, context={"task_title": "old", "n": 2})
+    legacy = workflow_input(row, context_json=ABSENT, context={"task_title": "old", "n": 2})
     assert perform(legacy).outcome == "done"  # the ledger: performed once, by the first
 
     (email,) = SentEmail.objects.all()

@@ -16,7 +16,6 @@ worker.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +38,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from tests_support.factories import make_trigger
 from tests_support.factories import several_actions_per_trigger
+from tests_support.firings import workflow_input
 from triggers.models import Activity
 
 from trigger_relay.activities import MAX_ERROR_CHARS
@@ -62,21 +62,6 @@ def _route_to_temporal() -> Iterator[None]:
 def _no_retry_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker's environment, not the one pytest runs in, decides in these tests."""
     monkeypatch.delenv(RETRY_APPLICATION_ERRORS, raising=False)
-
-
-def workflow_input(row: OutboxRow) -> dict[str, Any]:
-    """The workflow input the daemon builds from ``row`` (docs/contract.md)."""
-    return {
-        "outbox_id": row.pk,
-        "generation": row.generation,
-        "firing_uuid": str(row.firing_uuid),
-        "event_id": row.event_id,
-        "trigger_id": row.trigger_id,
-        "user_pk": row.user_pk,
-        "context_json": json.dumps(row.context),
-        "created_at": row.created_at.isoformat(),
-        "due_at": row.due_at.isoformat(),
-    }
 
 
 #: Rendered into the subject of the example's SendEmailAction, a CharField(max_length=200):

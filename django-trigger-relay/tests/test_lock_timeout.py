@@ -22,6 +22,7 @@ from django.db import OperationalError
 from django.db import connection
 from django.test import override_settings
 from tests_support.factories import make_trigger
+from tests_support.firings import workflow_input
 from triggers.models import Activity
 
 from trigger_relay import conf
@@ -37,17 +38,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _route_to_temporal() -> Iterator[None]:
     with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal"):
         yield
-
-
-def workflow_input(row: OutboxRow) -> dict[str, Any]:
-    return {
-        "outbox_id": row.pk,
-        "generation": row.generation,
-        "firing_uuid": str(row.firing_uuid),
-        "event_id": row.event_id,
-        "trigger_id": row.trigger_id,
-        "user_pk": row.user_pk,
-    }
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ activity calls it; the Temporal side is in test_e2e_workflow.py."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 from django.test import override_settings
 from tasks.models import SentEmail
 from tests_support.factories import make_trigger
+from tests_support.firings import workflow_input
 
 from trigger_relay.models import OutboxRow
 from trigger_relay.outcome import OutcomeRecorder
@@ -25,22 +25,6 @@ def fired_row(user: Any) -> OutboxRow:
     with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal"):
         event.fire_single(user.pk, task_id=1, task_title="Ship it", task_important=False)
     return OutboxRow.objects.get(event_id=event.pk)
-
-
-def workflow_input(row: OutboxRow) -> dict[str, Any]:
-    """What the workflow passes to perform_firing (docs/contract.md), asking it to record."""
-    return {
-        "outbox_id": row.pk,
-        "generation": row.generation,
-        "event_id": row.event_id,
-        "trigger_id": row.trigger_id,
-        "user_pk": row.user_pk,
-        "context_json": json.dumps(row.context),
-        "created_at": row.created_at.isoformat(),
-        "due_at": row.due_at.isoformat(),
-        "firing_uuid": str(row.firing_uuid),
-        "record_outcome": True,
-    }
 
 
 def recorder_of(row: OutboxRow, generation: int | None = None) -> OutcomeRecorder:
@@ -61,12 +45,12 @@ def test_a_retry_after_a_lost_result_reports_the_outcome_recorded(user: Any) -> 
     final row alone and count nothing (the outcome metric then missed the firing)."""
     row = fired_row(user)
 
-    first = perform_and_record(workflow_input(row), recorder_of(row))
+    first = perform_and_record(workflow_input(row, record_outcome=True), recorder_of(row))
     assert (first.outcome, first.recorded) == ("done", True)
     done = OutboxRow.objects.get(pk=row.pk)
     assert (done.state, done.workflow_id) == ("done", f"trigger-outbox-{row.pk}-g0")
 
-    retry = perform_and_record(workflow_input(row), recorder_of(row))
+    retry = perform_and_record(workflow_input(row, record_outcome=True), recorder_of(row))
 
     assert (retry.outcome, retry.recorded) == ("done", True)
     assert retry.already_performed  # nothing performed twice
@@ -79,8 +63,10 @@ def test_a_row_holding_another_generations_outcome_is_not_recorded(user: Any) ->
     writes nor claims the outcome: the workflow records through ``record_outcome``, which
     leaves the row alone too."""
     row = fired_row(user)
-    assert perform_and_record(workflow_input(row), recorder_of(row)).recorded
+    assert perform_and_record(workflow_input(row, record_outcome=True), recorder_of(row)).recorded
 
-    stale = perform_and_record(workflow_input(row), recorder_of(row, generation=1))
+    stale = perform_and_record(
+        workflow_input(row, record_outcome=True), recorder_of(row, generation=1)
+    )
 
     assert (stale.outcome, stale.recorded) == ("done", False)

@@ -29,6 +29,7 @@ from tasks.models import SentEmail
 from tasks.models import TaskCompletedEvent
 from tests_support.factories import make_trigger
 from tests_support.factories import several_actions_per_trigger
+from tests_support.firings import workflow_input
 from triggers.models import ActionCountCondition
 from triggers.models import Activity
 from triggers.models import Trigger
@@ -49,20 +50,6 @@ pytestmark = [
 def _route_to_temporal() -> Iterator[None]:
     with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal"):
         yield
-
-
-def workflow_input(row: OutboxRow) -> dict[str, Any]:
-    """The workflow input the daemon builds from ``row`` (docs/contract.md)."""
-    return {
-        "outbox_id": row.pk,
-        "generation": row.generation,
-        "firing_uuid": str(row.firing_uuid),
-        "event_id": row.event_id,
-        "trigger_id": row.trigger_id,
-        "user_pk": row.user_pk,
-        "created_at": row.created_at.isoformat(),
-        "due_at": row.due_at.isoformat(),
-    }
 
 
 def fire(user: Any, name: str = "Firing", *, actions: int = 1) -> tuple[dict[str, Any], Any]:

@@ -33,6 +33,7 @@ from tasks.models import SentEmail
 from tasks.models import Task
 from tasks.models import TaskCompletedEvent
 from tests_support.factories import make_trigger
+from tests_support.firings import workflow_input
 from triggers.models import ActionCountCondition
 from triggers.models import Trigger
 from triggers.tasks import handle_event
@@ -104,14 +105,7 @@ def relay_statements(make: Callable[[str], TaskCompletedEvent], name: str) -> li
     with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal"):
         event.fire_single(user.pk, **CONTEXT)
     row = OutboxRow.objects.get(event_id=event.pk)
-    firing = {
-        "outbox_id": row.pk,
-        "generation": row.generation,
-        "firing_uuid": str(row.firing_uuid),
-        "event_id": row.event_id,
-        "trigger_id": row.trigger_id,
-        "user_pk": row.user_pk,
-    }
+    firing = workflow_input(row)
     with CaptureQueriesContext(connection) as captured:
         result = perform(firing)
     assert (result.outcome, result.reason) == ("done", None)
@@ -247,14 +241,7 @@ def later_firing_statements(make: Callable[[str], TaskCompletedEvent], name: str
         with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal"):
             event.fire_single(user.pk, **CONTEXT)
         row = OutboxRow.objects.filter(event_id=event.pk).order_by("-id")[0]
-        firing = {
-            "outbox_id": row.pk,
-            "generation": row.generation,
-            "firing_uuid": str(row.firing_uuid),
-            "event_id": row.event_id,
-            "trigger_id": row.trigger_id,
-            "user_pk": row.user_pk,
-        }
+        firing = workflow_input(row)
         with CaptureQueriesContext(connection) as captured:
             assert perform(firing).outcome == "done"
     return [celery, len(captured.captured_queries)]
