@@ -77,6 +77,20 @@ struct Listed {
     attribute_names: Vec<String>,
 }
 
+/// A relay-only daemon (polling every second, its log kept) on `db` and `temporal`, ready.
+async fn ready_relay(db: &TestDb, temporal: &TemporalServer) -> RelayProcess {
+    let relay = RelayProcess::spawn_logged(
+        &db.url,
+        &temporal.address(),
+        &[
+            ("TRIGGER_RELAY_POLL_INTERVAL", "1s"),
+            ("TRIGGER_RELAY_MODE", "relay"),
+        ],
+    );
+    relay.wait_ready().await;
+    relay
+}
+
 async fn insert(db: &TestDb, event_id: i64, trigger_id: i64, user_pk: &str) -> i64 {
     db.connect()
         .await
@@ -120,15 +134,7 @@ async fn a_firing_is_found_by_trigger_and_user_and_its_memo_holds_the_firing() {
     let huge = insert(&db, 6, 9, &huge_pk).await;
 
     let temporal = TemporalServer::start().await;
-    let relay = RelayProcess::spawn_logged(
-        &db.url,
-        &temporal.address(),
-        &[
-            ("TRIGGER_RELAY_POLL_INTERVAL", "1s"),
-            ("TRIGGER_RELAY_MODE", "relay"),
-        ],
-    );
-    relay.wait_ready().await;
+    let relay = ready_relay(&db, &temporal).await;
     db.wait_all_dispatched(Duration::from_secs(30)).await;
     let client = temporal.client().await;
 
@@ -234,15 +240,7 @@ async fn without_the_attributes_workflows_start_with_the_memo_and_the_daemon_say
     let first = insert(&db, 3, 7, "42").await;
     let second = insert(&db, 4, 7, "43").await;
     let temporal = TemporalServer::start_without_search_attributes().await;
-    let relay = RelayProcess::spawn_logged(
-        &db.url,
-        &temporal.address(),
-        &[
-            ("TRIGGER_RELAY_POLL_INTERVAL", "1s"),
-            ("TRIGGER_RELAY_MODE", "relay"),
-        ],
-    );
-    relay.wait_ready().await;
+    let relay = ready_relay(&db, &temporal).await;
     db.wait_all_dispatched(Duration::from_secs(30)).await;
     assert_eq!(db.count("dispatched").await, 2);
     let client = temporal.client().await;
@@ -293,15 +291,7 @@ async fn without_the_attributes_workflows_start_with_the_memo_and_the_daemon_say
 async fn an_attribute_removed_while_the_daemon_runs_is_dropped_after_one_refusal() {
     let db = TestDb::create().await;
     let temporal = TemporalServer::start().await;
-    let relay = RelayProcess::spawn_logged(
-        &db.url,
-        &temporal.address(),
-        &[
-            ("TRIGGER_RELAY_POLL_INTERVAL", "1s"),
-            ("TRIGGER_RELAY_MODE", "relay"),
-        ],
-    );
-    relay.wait_ready().await;
+    let relay = ready_relay(&db, &temporal).await;
     let before = insert(&db, 3, 7, "42").await;
     db.wait_all_dispatched(Duration::from_secs(30)).await;
 

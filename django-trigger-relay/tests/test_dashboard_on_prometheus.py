@@ -52,10 +52,10 @@ from tests_support.harness import Service
 from tests_support.harness import wait_until
 from tests_support.processes import free_port
 from tests_support.processes import tail
+from tests_support.worker_metrics import start_with_worker_metrics
 from triggers.models import Trigger
 
 from trigger_relay.models import OutboxRow
-from trigger_relay.worker import METRICS_ADDR
 
 User = get_user_model()
 
@@ -371,24 +371,15 @@ def stack(
         )
     workdir = tmp_path_factory.mktemp("dashboard-on-prometheus")
     harness = Harness(workdir, run_id=str(settings.RUN_ID), daemon_env=DAEMON_ENV)
-    harness.worker.env[METRICS_ADDR] = f"127.0.0.1:{free_port()}"
     prometheus: Prometheus | None = None
     try:
         with (
             django_db_blocker.unblock(),
             override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal", TRIGGER_RELAY_ROUTES={}),
         ):
-            try:
-                harness.start()
-            except HarnessError:
-                # free_port() picked a port that another process took first: once more.
-                if "Address already in use" not in harness.worker.tail(10):
-                    raise
-                harness.worker.env[METRICS_ADDR] = f"127.0.0.1:{free_port()}"
-                harness.start_worker()
+            worker_metrics = start_with_worker_metrics(harness)
             prometheus = Prometheus(
-                workdir,
-                {DAEMON_JOB: harness.metrics_addr, WORKER_JOB: harness.worker.env[METRICS_ADDR]},
+                workdir, {DAEMON_JOB: harness.metrics_addr, WORKER_JOB: worker_metrics}
             )
             prometheus.start()
             yield harness, prometheus

@@ -36,6 +36,7 @@ from tests_support.harness import FINAL_STATES
 from tests_support.harness import Harness
 from tests_support.harness import HarnessError
 from tests_support.processes import free_port
+from tests_support.worker_metrics import start_with_worker_metrics
 from triggers.models import Trigger
 
 from trigger_relay.activities import PERFORM_FIRING
@@ -183,20 +184,12 @@ def metrics_harness(
         run_id=str(settings.RUN_ID),
         daemon_env=DAEMON_ENV,
     )
-    harness.worker.env[METRICS_ADDR] = f"127.0.0.1:{free_port()}"
     try:
         with (
             django_db_blocker.unblock(),
             override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal", TRIGGER_RELAY_ROUTES={}),
         ):
-            try:
-                harness.start()
-            except HarnessError:
-                # free_port() picked a port that another process took first: once more.
-                if "Address already in use" not in harness.worker.tail(10):
-                    raise
-                harness.worker.env[METRICS_ADDR] = f"127.0.0.1:{free_port()}"
-                harness.start_worker()
+            start_with_worker_metrics(harness)
             yield harness
     finally:
         harness.stop()
