@@ -25,6 +25,8 @@ from trigger_relay.checks import check_database
 from trigger_relay.checks import check_database_routing
 from trigger_relay.checks import check_original_receiver
 from trigger_relay.checks import check_routes
+from trigger_relay.checks import check_temporal_ui_url_setting
+from trigger_relay.conf import temporal_ui_url
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "example"
 
@@ -76,6 +78,32 @@ def test_routes(routes: object, expected: list[str]) -> None:
 def test_default_route(default: object, expected: list[str]) -> None:
     with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE=default):
         assert ids(check_routes()) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected", "link_base"),
+    [
+        (None, [], None),
+        ("  ", [], None),
+        ("http://127.0.0.1:8233/", [], "http://127.0.0.1:8233"),
+        ("https://cloud.temporal.io", [], "https://cloud.temporal.io"),
+        # Each would make the admin's links paths relative to the page they are on.
+        ("localhost:8233", ["trigger_relay.E013"], None),
+        ("temporal-ui.internal", ["trigger_relay.E013"], None),
+        ("ftp://temporal-ui.internal", ["trigger_relay.E013"], None),
+        ("https://", ["trigger_relay.E013"], None),
+        (8233, ["trigger_relay.E013"], None),
+        (["http://127.0.0.1:8233"], ["trigger_relay.E013"], None),
+    ],
+)
+def test_temporal_ui_url(url: object, expected: list[str], link_base: str | None) -> None:
+    """A malformed ``TRIGGER_RELAY_TEMPORAL_UI_URL`` is named by a check, and no link is made
+    from it (issue 10, item 4)."""
+    with override_settings(TRIGGER_RELAY_TEMPORAL_UI_URL=url):
+        messages = check_temporal_ui_url_setting()
+        assert ids(messages) == expected
+        assert all(repr(url) in message.msg for message in messages)
+        assert temporal_ui_url() == link_base
 
 
 def test_misconfiguration_fails_manage_py_check() -> None:

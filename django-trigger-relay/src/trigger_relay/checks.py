@@ -9,6 +9,7 @@ from typing import cast
 
 from django.apps import AppConfig
 from django.apps import apps
+from django.conf import settings
 from django.core import checks
 from django.db import DEFAULT_DB_ALIAS
 from django.db import DatabaseError
@@ -97,6 +98,26 @@ def check_retry_setting(
             )
         ]
     return []
+
+
+@checks.register()
+def check_temporal_ui_url_setting(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    problem = conf.temporal_ui_url_problem(getattr(settings, conf.TEMPORAL_UI_URL, None))
+    if problem is None:
+        return []
+    return [
+        checks.Error(
+            problem,
+            hint=(
+                "Set it to the Temporal UI's address, such as 'http://127.0.0.1:8233' or "
+                "'https://cloud.temporal.io', or leave it unset. Meanwhile no row or trigger "
+                "links to the UI."
+            ),
+            id="trigger_relay.E013",
+        )
+    ]
 
 
 @checks.register()

@@ -244,11 +244,29 @@ TEMPORAL_NAMESPACE: Final = "TRIGGER_RELAY_TEMPORAL_NAMESPACE"
 
 def temporal_ui_url() -> str | None:
     """``TRIGGER_RELAY_TEMPORAL_UI_URL`` without its trailing slash; None when unset, blank or
-    not a string (no link is then shown, nothing fails)."""
+    malformed (no link is then shown, nothing fails: the system check ``trigger_relay.E013``
+    names a malformed value)."""
     value: object = getattr(settings, TEMPORAL_UI_URL, None)
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip() or temporal_ui_url_problem(value):
         return None
     return value.strip().rstrip("/")
+
+
+def temporal_ui_url_problem(value: object) -> str | None:
+    """Why ``value`` cannot be the Temporal UI's address, or None if it can (unset and blank
+    included). A value without ``http://`` or ``https://`` and a host would make every link a
+    path relative to the admin page it is on."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        return f"settings.{TEMPORAL_UI_URL} is {value!r}, not a string"
+    parts = urllib.parse.urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return (
+            f"settings.{TEMPORAL_UI_URL} is {value!r}, not an http:// or https:// address "
+            "with a host"
+        )
+    return None
 
 
 def temporal_namespace() -> str:
