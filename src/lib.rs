@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod relay;
 pub mod run;
+pub mod sdk_metrics;
 pub mod search_attributes;
 pub mod shutdown;
 pub mod temporal;

@@ -1,5 +1,6 @@
 //! The relay's Prometheus metrics (SPEC §6.1); names are listed in docs/contract.md and the
-//! Grafana dashboard uses exactly these.
+//! Grafana dashboard uses exactly these. The registry also exports the Temporal SDK's own
+//! metrics of the hosted worker (`temporal_*`, src/sdk_metrics.rs).
 
 use std::time::Instant;
 
@@ -7,6 +8,8 @@ use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::sdk_metrics::SdkMeter;
 
 /// Where a drain of the outbox was woken from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,8 @@ pub struct Metrics {
     pub listener_connected: IntGauge,
     pub dispatched_overdue: IntGauge,
     pub reconciled: IntCounterVec,
+    /// What the SDK's runtime and the worker's client record into (src/worker.rs).
+    pub sdk: SdkMeter,
 }
 
 /// Label values known in advance are initialized so every series exists from the first scrape.
@@ -80,6 +85,8 @@ pub struct MetricsError(#[from] prometheus::Error);
 impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
+        let (sdk, sdk_collector) = SdkMeter::new();
+        registry.register(Box::new(sdk_collector))?;
         let latency_buckets = vec![
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
         ];
@@ -201,6 +208,7 @@ impl Metrics {
                 &["result"],
             )?,
             registry,
+            sdk,
         };
         m.register_all()?;
         m.initialize_labels();

@@ -12,6 +12,7 @@ use temporalio_client::{
     WorkflowStartOptions,
 };
 use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
+use temporalio_common::telemetry::metrics::TemporalMeter;
 
 use crate::config::TemporalConfig;
 use crate::outbox::WorkflowInput;
@@ -106,7 +107,19 @@ fn connection_options(
 }
 
 pub async fn connect(config: &TemporalConfig, identity: &str) -> Result<Client, TemporalError> {
-    let options = connection_options(config, identity)?;
+    connect_with_metrics(config, identity, None).await
+}
+
+/// As [`connect`], with the SDK's request metrics (`temporal_request`,
+/// `temporal_long_request`, their failures and latencies) recorded into `metrics`: the
+/// hosted worker's client (src/worker.rs, src/sdk_metrics.rs).
+pub async fn connect_with_metrics(
+    config: &TemporalConfig,
+    identity: &str,
+    metrics: Option<TemporalMeter>,
+) -> Result<Client, TemporalError> {
+    let mut options = connection_options(config, identity)?;
+    options.metrics_meter = metrics;
     let connection =
         Connection::connect(options)
             .await

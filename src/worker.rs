@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use temporalio_common::telemetry::TelemetryOptions;
+use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +65,7 @@ impl HostedWorker {
         mut backoff: Backoff,
         cancel: CancellationToken,
     ) -> Result<(), WorkerError> {
-        let runtime = Runtime::from_current_tokio(Default::default())
+        let runtime = Runtime::from_current_tokio(self.runtime_options()?)
             .map_err(|e| WorkerError::Runtime(e.to_string()))?;
         loop {
             match self.run_once(&runtime, &cancel).await {
@@ -84,6 +86,19 @@ impl HostedWorker {
                 }
             }
         }
+    }
+
+    /// The SDK's worker metrics (task slots, pollers, sticky cache, task latencies) go to the
+    /// daemon's registry, served on its /metrics with the relay's; the runtime prefixes them
+    /// `temporal_` and labels them `service_name`, as the Python worker's exporter does.
+    fn runtime_options(&self) -> Result<RuntimeOptions, WorkerError> {
+        let telemetry = TelemetryOptions::builder()
+            .metrics(self.metrics.sdk.for_runtime())
+            .build();
+        RuntimeOptions::builder()
+            .telemetry_options(telemetry)
+            .build()
+            .map_err(WorkerError::Runtime)
     }
 
     async fn run_once(
@@ -110,9 +125,14 @@ impl HostedWorker {
         // A client of its own per worker instance: a worker that failed (say, Temporal went
         // away while it validated its namespace) stays registered with the client it was
         // created with, and the SDK refuses a second worker on the same task queue there.
-        let client = temporal::connect(&self.temporal, &self.identity)
-            .await
-            .map_err(|e| WorkerError::Connect(e.to_string()))?;
+        // Its requests (polls included) are counted into the same registry.
+        let client = temporal::connect_with_metrics(
+            &self.temporal,
+            &self.identity,
+            Some(self.metrics.sdk.for_client()),
+        )
+        .await
+        .map_err(|e| WorkerError::Connect(e.to_string()))?;
         let mut worker =
             Worker::new(runtime, client, options).map_err(|e| WorkerError::Create {
                 queue: self.temporal.temporal_task_queue.clone(),

@@ -10,7 +10,9 @@ every variable query and every panel target of grafana/trigger-relay.json (read 
 file: new panels are covered without editing this test) is evaluated through Prometheus' HTTP
 API, with the variables substituted by the values their own queries returned, and each must
 return at least one series (:data:`EMPTY_ALLOWED` lists the exceptions, none today); the
-targets of :data:`NONZERO` must also show a value above 0.
+targets of :data:`NONZERO` must also show a value above 0. The daemon's /metrics carries the
+Temporal SDK's metrics of its own workflow worker too (the "Workflow worker (daemon)" row):
+the run waits until Prometheus has scraped its workflow tasks.
 
 Grafana's built-in interval variables have no value outside Grafana; they are substituted by
 the concrete values of :data:`GRAFANA_BUILTINS` (``$__rate_interval`` = 30s: at a 1s scrape
@@ -93,6 +95,10 @@ EMPTY_ALLOWED: dict[tuple[str, str], str] = {}
 #: (in a busy machine's seconds) the failures happened.
 NONZERO: dict[tuple[str, str], str] = {
     ("Rows failed (time range)", "A"): "the row with an empty user pk, failed by the daemon",
+    ("Workflow task slots in use and max", "B"): (
+        "the daemon's workflow worker exports the Temporal SDK's slot gauges on the daemon's "
+        "/metrics (src/sdk_metrics.rs)"
+    ),
 }
 
 #: Seconds to wait for the firings' outcomes and for Prometheus to have scraped them, on a
@@ -489,7 +495,9 @@ def test_every_panel_and_variable_returns_series(
         )
 
     # Prometheus has scraped the outcomes: the worker's failed firing, its action error, the
-    # replay's ledger skip and the row the daemon failed.
+    # replay's ledger skip, the row the daemon failed, and the workflow tasks and
+    # record_outcome activities of the daemon's own workflow worker (the Temporal SDK's
+    # metrics on the daemon's /metrics).
     wait(
         harness,
         prometheus,
@@ -497,10 +505,12 @@ def test_every_panel_and_variable_returns_series(
             prometheus,
             f'trigger_relay_worker_action_errors_total{{job="{WORKER_JOB}"}} >= 1 and on() '
             f'trigger_relay_worker_ledger_skips_total{{job="{WORKER_JOB}"}} >= 1 and on() '
-            f'trigger_relay_rows_failed_total{{job="{DAEMON_JOB}", reason="bad_payload"}} >= 1',
+            f'trigger_relay_rows_failed_total{{job="{DAEMON_JOB}", reason="bad_payload"}} >= 1 '
+            "and on() sum(temporal_workflow_task_execution_latency_count"
+            f'{{job="{DAEMON_JOB}", workflow_type="trigger_workflow"}}) >= 4',
         ),
-        "Prometheus having scraped the worker's action error and ledger skip and the "
-        "daemon's failed row",
+        "Prometheus having scraped the worker's action error and ledger skip, the "
+        "daemon's failed row and the daemon's workflow tasks",
     )
 
     variables = evaluate_variables(dashboard, prometheus)
