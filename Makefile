@@ -14,6 +14,8 @@ test-browser: ## the admin in Debian's headless Chromium (django-trigger-relay/b
 	cd django-trigger-relay && ../.venv/bin/python -m pytest browser_tests \
 		--ds=browser_tests.settings -v
 
+# Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--server memory --users 8"
+# (.venv/bin/python bench/end_to_end.py --help).
 bench:       ## both routes of the example site side by side (bench/end_to_end.py); not in CI
 	scripts/services.sh
 	scripts/bootstrap.sh

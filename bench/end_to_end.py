@@ -3,14 +3,15 @@ Celery (Redis) and the same trigger through the outbox, the daemon, Temporal and
 worker.
 
     .venv/bin/python bench/end_to_end.py [--firings 1000] [--latency 40] [--repeats 3]
+        [--backlog 2000] [--users 1] [--server wal|memory] [--poll-interval 5]
     make bench                  # the same, after a release build of the daemon
 
 It starts its own processes on free ports: a Temporal dev server (SQLite file in WAL mode,
-as the demo runs it), the daemon, `manage.py trigger_relay_worker` and a Celery worker
-(prefork, the example site's app, on its own Redis database), on a fresh database
-`trigger_relay_bench`. Two identical triggers (task completed -> SendEmailAction), one routed
-to Celery and one to Temporal; only the one being measured is enabled. Per repeat and route,
-in alternating order:
+as the demo runs it, or in memory), the daemon, `manage.py trigger_relay_worker` and a
+Celery worker (prefork, the example site's app, on its own Redis database), on a fresh
+database `trigger_relay_bench`. Two identical triggers (task completed -> SendEmailAction),
+one routed to Celery and one to Temporal; only the one being measured is enabled. Per repeat
+and route, in alternating order:
 
 - latency: `--latency` firings one at a time, each waited for: the fire call's time
   (`Task.complete()`: the site's transaction including the firing and its commit) and
@@ -20,22 +21,48 @@ in alternating order:
   meanwhile, per 1,000 firings (process trees, so Celery's prefork children and PostgreSQL's
   backends count, exited ones included).
 
+With the Temporal route, each repeat then runs two phases with the daemon restarted in
+another mode (SIGTERM, then the same binary with other settings; same server, worker and
+database):
+
+- poll only (`TRIGGER_RELAY_LISTEN=false`, polling every `--poll-interval`, by default the
+  daemon's 5 s): `--latency` firings at random moments (exponential gaps, a quarter of the
+  interval on average), so each meets the poll timer at a random phase: row written ->
+  workflow started. (Fired one at a time and waited for, each would follow a poll and wait
+  the whole interval: the timer restarts after every drain.)
+- start rate: `--backlog` firings written while the daemon is stopped, then a relay-only
+  daemon (`TRIGGER_RELAY_MODE=relay`, `TRIGGER_RELAY_MAX_IN_FLIGHT=16`) starting their
+  workflows on a task queue nobody polls: starts/s from its spawn to the last row
+  dispatched. Against it, the same server's raw start rate: as many `trigger_workflow` starts
+  (the same inputs, memo and id policies) from the Temporal Python client, 16 in flight, on
+  that queue. The order of the two alternates; the backlog's rows are deleted from the outbox
+  afterwards (the reconciler would describe their never-run workflows). Nothing but starts
+  runs on the server meanwhile.
+
+`--server memory` runs everything against an in-memory dev server instead of the WAL file;
+`--users N` spreads the sustained and backlog firings over N users (one (trigger, user) pair
+serializes its performs on its Activity row lock).
+
 With `--baseline-daemon PATH` (another build of the daemon, e.g. the last release's), each
 repeat also runs the Temporal route with that daemon (swapped in and out; same server, worker
 and database), and the table gains its column and the Temporal / baseline ratio: how a change
-to the daemon or the workflow moves the figures, in the same invocation.
+to the daemon or the workflow moves the figures, in the same invocation. The poll-only and
+start-rate phases run with `--daemon` only.
 
 Prints one table (median and min-max over repeats, the Temporal/Celery ratio) and writes
 the figures as JSON to bench/results/. Nothing else should run on the machine meanwhile:
-PostgreSQL's and Redis' CPU is the whole server's.
+PostgreSQL's and Redis' CPU is the whole server's. `BENCH_DATABASE` and `BENCH_REDIS_DB`
+(environment) name another database and Redis database, for a second bench at the same time.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import os
+import random
 import resource
 import shutil
 import socket
@@ -52,13 +79,26 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example"
 VENV_BIN = ROOT / ".venv" / "bin"
-DB_NAME = "trigger_relay_bench"
+# Both overridable, for two benches at once on one PostgreSQL and Redis (the database is
+# dropped and created at start, the Redis database flushed).
+DB_NAME = os.environ.get("BENCH_DATABASE", "trigger_relay_bench")
 DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 # A Redis database of its own: no other test's or demo's Celery worker takes our messages.
-BROKER_URL = "redis://127.0.0.1:6379/11"
+BROKER_URL = f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DB', '11')}"
 ROUTES = ("celery", "temporal")
 #: The phase that runs the Temporal route with --baseline-daemon.
 BASELINE = "baseline"
+#: The daemon's TRIGGER_RELAY_MAX_IN_FLIGHT default, set explicitly for the relay's drain and
+#: used as the raw starts' concurrency.
+STARTS_IN_FLIGHT = 16
+#: A task queue no worker polls: the start-rate phase's workflows are started, never run.
+UNPOLLED_QUEUE = "bench-unpolled"
+#: The daemon's default TRIGGER_RELAY_TEMPORAL_TASK_QUEUE, the route's workflows'.
+WORKFLOW_QUEUE = "trigger-relay"
+SERVERS = {
+    "wal": "start-dev, SQLite file, journal_mode=wal, synchronous=normal",
+    "memory": "start-dev, in memory (no --db-filename)",
+}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -134,6 +174,8 @@ class Processes:
     def __init__(self, workdir: Path, daemon: Path) -> None:
         self.workdir = workdir
         self.daemon_bin = daemon
+        #: TRIGGER_RELAY_* settings of the running daemon on top of ``env``'s.
+        self.daemon_settings: dict[str, str] = {}
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.temporal_port = free_port()
         self.metrics_port = free_port()
@@ -150,24 +192,33 @@ class Processes:
             "PYTHONPATH": str(EXAMPLE),
         }
 
-    def spawn(self, name: str, argv: list[str], cwd: Path = ROOT) -> None:
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the child)
+    def spawn(
+        self, name: str, argv: list[str], cwd: Path = ROOT, settings: dict[str, str] | None = None
+    ) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 (closed with the child)
         self.children[name] = subprocess.Popen(
-            argv, cwd=cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            argv,
+            cwd=cwd,
+            env={**self.env, **(settings or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def pid(self, name: str) -> int:
         return self.children[name].pid
 
-    def start(self, task_queue_partitions: int | None) -> None:
+    def start(self, server: str, task_queue_partitions: int | None, transfer_rps: int) -> None:
         # The server's default is 4 partitions per task queue; a task written to a
         # partition where no poller waits is dispatched late (see docs/performance.md).
-        partitions = [
+        config = [
             f"matching.numTaskqueue{kind}Partitions={task_queue_partitions}"
             for kind in ("Read", "Write")
             if task_queue_partitions is not None
         ]
-        partitions = [arg for value in partitions for arg in ("--dynamic-config-value", value)]
+        # As the demo: at the server's default (20) its one history shard's transfer queue
+        # holds every workflow and activity task 30-40 ms (docs/performance.md).
+        config.append(f"history.transferProcessorMaxPollRPS={transfer_rps}")
+        partitions = [arg for value in config for arg in ("--dynamic-config-value", value)]
         self.spawn(
             "temporal",
             [
@@ -175,13 +226,7 @@ class Processes:
                 *("server", "start-dev", "--headless", "--log-level", "error"),
                 *("--ip", "127.0.0.1", "--port", str(self.temporal_port)),
                 *("--http-port", str(free_port()), "--metrics-port", str(free_port())),
-                *("--db-filename", str(self.workdir / "temporal.db")),
-                *(
-                    "--sqlite-pragma",
-                    "journal_mode=wal",
-                    "--sqlite-pragma",
-                    "synchronous=normal",
-                ),
+                *(self.database_args() if server == "wal" else ()),
                 *partitions,
             ],
         )
@@ -208,17 +253,40 @@ class Processes:
             if child.poll() is not None:
                 raise SystemExit(f"bench: {name} exited; see {self.workdir / name}.log")
 
-    def use_daemon(self, daemon: Path) -> int:
-        """Run ``daemon`` instead of the current daemon (stopped with SIGTERM, as a deploy
-        would); returns its pid."""
-        if daemon != self.daemon_bin:
-            current = self.children["daemon"]
-            current.terminate()
-            current.wait(timeout=30)
-            self.daemon_bin = daemon
-            self.spawn("daemon", [str(daemon), "run"])
+    def database_args(self) -> list[str]:
+        """The dev server's SQLite file in WAL mode, as the demo runs it."""
+        return [
+            *("--db-filename", str(self.workdir / "temporal.db")),
+            *("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"),
+        ]
+
+    def use_daemon(self, daemon: Path, settings: dict[str, str] | None = None) -> int:
+        """Run ``daemon`` with ``settings`` (TRIGGER_RELAY_* variables) instead of the current
+        daemon (stopped with SIGTERM, as a deploy would), unless it runs so already; returns
+        its pid once ready."""
+        settings = settings or {}
+        if "daemon" not in self.children or (daemon, settings) != (
+            self.daemon_bin,
+            self.daemon_settings,
+        ):
+            self.stop_daemon()
+            self.spawn_daemon(daemon, settings)
             wait_until("the daemon's /readyz", 60, self.daemon_ready, every=0.2)
         return self.pid("daemon")
+
+    def stop_daemon(self) -> None:
+        current = self.children.pop("daemon", None)
+        if current is not None:
+            current.terminate()
+            current.wait(timeout=30)
+
+    def spawn_daemon(self, daemon: Path, settings: dict[str, str]) -> None:
+        self.daemon_bin, self.daemon_settings = daemon, settings
+        self.spawn("daemon", [str(daemon), "run"], settings=settings)
+
+    def ensure_running(self, name: str) -> None:
+        if self.children[name].poll() is not None:
+            raise SystemExit(f"bench: {name} exited; see {self.workdir / name}.log")
 
     def daemon_ready(self) -> bool:
         try:
@@ -307,7 +375,8 @@ def setup_django() -> None:
     import example_site.celery  # noqa: F401
 
 
-def seed() -> tuple[Any, dict[str, Any]]:
+def seed(users: int) -> tuple[list[Any], dict[str, Any]]:
+    """``users`` users (the first one is the example's one user) and the two triggers."""
     from django.contrib.auth import get_user_model
     from tasks.models import SendEmailAction
     from tasks.models import TaskCompletedEvent
@@ -315,7 +384,10 @@ def seed() -> tuple[Any, dict[str, Any]]:
 
     from trigger_relay.routes import set_routes
 
-    user = get_user_model().objects.create(username="bench", email="bench@example.com")
+    names = ["bench", *(f"bench{i}" for i in range(2, users + 1))]
+    created = get_user_model().objects.bulk_create(
+        get_user_model()(username=name, email=f"{name}@example.com") for name in names
+    )
     triggers = {}
     for route in ROUTES:
         trigger = Trigger.objects.create(name=f"bench: task completed, {route}", is_enabled=False)
@@ -327,7 +399,7 @@ def seed() -> tuple[Any, dict[str, Any]]:
         )
         set_routes([trigger.pk], route, changed_by="bench")  # type: ignore[arg-type]
         triggers[route] = trigger
-    return user, triggers
+    return created, triggers
 
 
 def enable_only(triggers: dict[str, Any], route: str) -> None:
@@ -336,10 +408,15 @@ def enable_only(triggers: dict[str, Any], route: str) -> None:
         trigger.save(update_fields=["is_enabled"])
 
 
-def new_tasks(user: Any, n: int, label: str) -> list[Any]:
+def new_tasks(users: list[Any], n: int, label: str) -> list[Any]:
+    """``n`` tasks, one user after the other."""
     from tasks.models import Task
 
-    return list(Task.objects.bulk_create(Task(user=user, title=f"{label} {i}") for i in range(n)))
+    return list(
+        Task.objects.bulk_create(
+            Task(user=users[i % len(users)], title=f"{label} {i}") for i in range(n)
+        )
+    )
 
 
 def emails_for(tasks: list[Any]) -> int:
@@ -352,7 +429,7 @@ def latency_phase(user: Any, n: int, label: str) -> dict[str, list[float]]:
     from tasks.models import SentEmail
 
     fire_ms, action_ms = [], []
-    tasks = new_tasks(user, n, f"{label} latency")
+    tasks = new_tasks([user], n, f"{label} latency")
     for task in tasks:
         before = time.time()
         started = time.perf_counter()
@@ -370,7 +447,7 @@ def latency_phase(user: Any, n: int, label: str) -> dict[str, list[float]]:
 
 def start_latency(tasks: list[Any]) -> dict[str, list[float]]:
     """Temporal route: outbox row written (its transaction's start) -> workflow started, as
-    the daemon recorded it; by NOTIFY, since the poll interval is 1 s."""
+    the daemon recorded it (dispatched_at: the commit of its batch's mark_dispatched)."""
     from trigger_relay.models import OutboxRow
 
     rows = OutboxRow.objects.filter(context__task_id__in=[t.pk for t in tasks])
@@ -383,8 +460,8 @@ def start_latency(tasks: list[Any]) -> dict[str, list[float]]:
     }
 
 
-def sustained_phase(user: Any, n: int, label: str, pids: dict[str, int]) -> dict[str, Any]:
-    tasks = new_tasks(user, n, label)
+def sustained_phase(users: list[Any], n: int, label: str, pids: dict[str, int]) -> dict[str, Any]:
+    tasks = new_tasks(users, n, label)
     cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
     self_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
@@ -403,6 +480,211 @@ def sustained_phase(user: Any, n: int, label: str, pids: dict[str, int]) -> dict
         "fire_loop_s": fired,
         "cpu_s_per_1000": {name: seconds * 1000 / n for name, seconds in cpu.items()},
     }
+
+
+def poll_latency_phase(
+    user: Any, n: int, label: str, poll_interval_s: float, rng: random.Random
+) -> dict[str, list[float]]:
+    """Row written -> workflow started with a poll-only daemon: ``n`` firings at random
+    moments (exponential gaps, a quarter of the interval on average), then all waited for."""
+    tasks = new_tasks([user], n, f"{label} poll")
+    for task in tasks:
+        time.sleep(rng.expovariate(4 / poll_interval_s))
+        task.complete()
+    wait_until(
+        f"the poll-only firings of {label}",
+        120 + 2 * poll_interval_s,
+        lambda: emails_for(tasks) == n,
+        every=0.05,
+    )
+    return start_latency(tasks)
+
+
+def write_backlog(users: list[Any], n: int, label: str) -> list[int]:
+    """``n`` firings through the site's path; returns their outbox ids."""
+    from trigger_relay.models import OutboxRow
+
+    tasks = new_tasks(users, n, f"{label} backlog")
+    for task in tasks:
+        task.complete()
+    ids = list(
+        OutboxRow.objects.filter(context__task_id__in=[t.pk for t in tasks]).values_list(
+            "id", flat=True
+        )
+    )
+    if len(ids) != n:
+        raise SystemExit(f"bench: {len(ids)} outbox rows for {n} backlog firings")
+    return ids
+
+
+def dispatched_between(ids: list[int]) -> tuple[float, float] | None:
+    """When the first and the last of the rows were dispatched (epoch seconds), once all
+    are."""
+    from django.db.models import Count
+    from django.db.models import Max
+    from django.db.models import Min
+
+    from trigger_relay.models import OutboxRow
+
+    rows = OutboxRow.objects.filter(id__in=ids, dispatched_at__isnull=False)
+    found = rows.aggregate(n=Count("id"), first=Min("dispatched_at"), last=Max("dispatched_at"))
+    if found["n"] != len(ids):
+        return None
+    return found["first"].timestamp(), found["last"].timestamp()
+
+
+def relay_drain(processes: Processes, daemon: Path, ids: list[int]) -> dict[str, float]:
+    """Starts a relay-only daemon on the pending ``ids`` (its workflows on a queue nobody
+    polls): starts/s from its spawn to the last row's dispatch."""
+    server_cpu = tree_cpu(processes.pid("temporal"))
+    spawned = time.time()
+    processes.spawn_daemon(
+        daemon,
+        {
+            "TRIGGER_RELAY_MODE": "relay",
+            "TRIGGER_RELAY_TEMPORAL_TASK_QUEUE": UNPOLLED_QUEUE,
+            "TRIGGER_RELAY_MAX_IN_FLIGHT": str(STARTS_IN_FLIGHT),
+        },
+    )
+
+    def drained() -> tuple[float, float] | None:
+        processes.ensure_running("daemon")
+        return dispatched_between(ids)
+
+    first, last = wait_until("the relay's drain of the backlog", 600, drained, 0.1)
+    server_cpu = tree_cpu(processes.pid("temporal")) - server_cpu
+    return {
+        "starts": len(ids),
+        "seconds": last - spawned,
+        "starts_per_s": len(ids) / (last - spawned),
+        # Spawn -> first batch recorded: the daemon's start-up and its first claim.
+        "first_dispatched_s": first - spawned,
+        "server_cpu_s_per_1000": server_cpu * 1000 / len(ids),
+    }
+
+
+def start_inputs(ids: list[int]) -> list[dict[str, Any]]:
+    """The backlog rows' workflow inputs, memos and summaries, as the relay sends them, under
+    other workflow ids."""
+    from triggers.models import Trigger
+
+    from trigger_relay.models import OutboxRow
+
+    names = dict(Trigger.objects.values_list("id", "name"))
+    starts = []
+    for row in OutboxRow.objects.filter(id__in=ids).order_by("id"):
+        starts.append(
+            {
+                "id": f"bench-raw-{row.id}-g{row.generation}-{row.firing_uuid}",
+                "input": {
+                    "outbox_id": row.id,
+                    "generation": row.generation,
+                    "firing_uuid": str(row.firing_uuid),
+                    "event_id": row.event_id,
+                    "trigger_id": row.trigger_id,
+                    "user_pk": row.user_pk,
+                    "context_json": json.dumps(row.context),
+                    "created_at": row.created_at.isoformat(),
+                    "due_at": row.due_at.isoformat(),
+                },
+                "memo": {
+                    "outbox_id": row.id,
+                    "trigger_id": row.trigger_id,
+                    "trigger_name": names.get(row.trigger_id),
+                    "event_id": row.event_id,
+                    "user_pk": row.user_pk,
+                },
+                "summary": f"outbox row {row.id} (trigger {row.trigger_id}, user {row.user_pk})",
+            }
+        )
+    return starts
+
+
+async def raw_starts(address: str, starts: list[dict[str, Any]]) -> float:
+    """Seconds the Temporal Python client takes for ``starts``, STARTS_IN_FLIGHT at a time
+    (connected before the clock starts)."""
+    from temporalio.client import Client
+    from temporalio.common import WorkflowIDConflictPolicy
+    from temporalio.common import WorkflowIDReusePolicy
+
+    client = await Client.connect(address)
+    todo = iter(starts)
+
+    async def starter() -> None:
+        for start in todo:  # one iterator shared by the starters: each start is taken once
+            await client.start_workflow(
+                "trigger_workflow",
+                start["input"],
+                id=start["id"],
+                task_queue=UNPOLLED_QUEUE,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                memo=start["memo"],
+                static_summary=start["summary"],
+            )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(starter() for _ in range(STARTS_IN_FLIGHT)))
+    return time.perf_counter() - started
+
+
+def raw_start_rate(processes: Processes, ids: list[int]) -> dict[str, float]:
+    starts = start_inputs(ids)
+    server_cpu = tree_cpu(processes.pid("temporal"))
+    seconds = asyncio.run(raw_starts(f"127.0.0.1:{processes.temporal_port}", starts))
+    server_cpu = tree_cpu(processes.pid("temporal")) - server_cpu
+    return {
+        "starts": len(starts),
+        "seconds": seconds,
+        "starts_per_s": len(starts) / seconds,
+        "server_cpu_s_per_1000": server_cpu * 1000 / len(starts),
+    }
+
+
+def running_workflows(processes: Processes, task_queue: str) -> int:
+    out = subprocess.run(
+        [
+            str(VENV_BIN / "temporal"),
+            *("workflow", "count", "--output", "json"),
+            *("--query", f"ExecutionStatus = 'Running' AND TaskQueue = '{task_queue}'"),
+            *("--address", f"127.0.0.1:{processes.temporal_port}"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(json.loads(out).get("count", 0))
+
+
+def start_rate_phase(
+    processes: Processes, daemon: Path, users: list[Any], n: int, label: str, relay_first: bool
+) -> dict[str, Any]:
+    """Relay vs raw starts on the same server, only starts running on it: a backlog of ``n``
+    rows written with the daemon stopped, drained by a relay-only daemon; the same number of
+    starts from the Python client. Leaves the daemon stopped and the backlog deleted."""
+    from trigger_relay.models import OutboxRow
+
+    # The route's last workflows finish first: their tasks would run during the measure.
+    wait_until(
+        "the Temporal route's workflows to finish",
+        60,
+        lambda: running_workflows(processes, WORKFLOW_QUEUE) == 0,
+        every=0.5,
+    )
+    processes.stop_daemon()
+    ids = write_backlog(users, n, label)
+    measures: dict[str, Callable[[], dict[str, float]]] = {
+        "relay": lambda: relay_drain(processes, daemon, ids),
+        "raw": lambda: raw_start_rate(processes, ids),
+    }
+    result: dict[str, Any] = {}
+    for kind in ("relay", "raw") if relay_first else ("raw", "relay"):
+        result[kind] = measures[kind]()
+    processes.stop_daemon()
+    # Dispatched rows of workflows that never run: the reconciler would describe them.
+    OutboxRow.objects.filter(id__in=ids).delete()
+    result["relay_over_raw"] = result["relay"]["starts_per_s"] / result["raw"]["starts_per_s"]
+    return result
 
 
 def history(processes: Processes, workflow_id: str) -> list[dict[str, Any]]:
@@ -479,24 +761,29 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], digits: int = 1) -> str:
     if not values or not any(values):
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+        return f"{values[0]:.{digits}f}"
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def report(results: dict[str, Any]) -> str:
     runs = results["repeats"]
     phases = [phase for phase in (*ROUTES, BASELINE) if phase in runs[0]]
-    rows: list[tuple[str, dict[str, list[float]], bool]] = []
+    rows: list[tuple[str, dict[str, list[float]], bool, int]] = []
 
     def add(
-        label: str, pick: Callable[[str, dict[str, Any]], float], *, ratio: bool = True
+        label: str,
+        pick: Callable[[str, dict[str, Any]], float],
+        *,
+        ratio: bool = True,
+        digits: int = 1,
     ) -> None:
         values = {phase: [pick(phase, run[phase]) for run in runs] for phase in phases}
-        rows.append((label, values, ratio))
+        rows.append((label, values, ratio, digits))
 
     for q in (50, 99):
         add(
@@ -515,8 +802,34 @@ def report(results: dict[str, Any]) -> str:
                 percentile(x["latency"]["row_to_start_ms"], q) if r != "celery" else 0
             ),
         )
+    for q in (50, 99):
+        add(
+            f"row written -> workflow started (poll only, every "
+            f"{results['poll_interval_s']:g} s), p{q} (ms)",
+            lambda _, x, q=q: (
+                percentile(x["poll_latency"]["row_to_start_ms"], q) if "poll_latency" in x else 0
+            ),
+            ratio=False,
+        )
+    backlog = results["backlog"]
+    for kind, label in (
+        ("relay", f"relay-only daemon, {backlog} pending rows: starts/s"),
+        ("raw", f"raw starts, Python client, {STARTS_IN_FLIGHT} in flight: starts/s"),
+    ):
+        add(
+            label,
+            lambda _, x, k=kind: x["start_rate"][k]["starts_per_s"] if "start_rate" in x else 0,
+            ratio=False,
+        )
     add(
-        f"sustained, {results['firings']} firings: firings/s",
+        "relay / raw starts",
+        lambda _, x: x["start_rate"]["relay_over_raw"] if "start_rate" in x else 0,
+        ratio=False,
+        digits=2,
+    )
+    users = f", {results['users']} users" if results["users"] > 1 else ""
+    add(
+        f"sustained, {results['firings']} firings{users}: firings/s",
         lambda _, x: x["sustained"]["firings_per_s"],
     )
     names = sorted(
@@ -557,22 +870,43 @@ def report(results: dict[str, Any]) -> str:
     if BASELINE in phases:
         header += " Temporal, baseline daemon | Temporal / baseline |"
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
-    for label, values, compare in rows:
+    for label, values, compare, digits in rows:
         median = {phase: statistics.median(values[phase]) for phase in phases}
         ratio = (
             f"{median['temporal'] / median['celery']:.2f}"
             if compare and median["celery"] > 0
             else "-"
         )
-        line = f"| {label} | {spread(values['celery'])} | {spread(values['temporal'])} | {ratio} |"
+        celery, temporal = spread(values["celery"], digits), spread(values["temporal"], digits)
+        line = f"| {label} | {celery} | {temporal} | {ratio} |"
         if BASELINE in phases:
             base = median[BASELINE]
             versus = f"{median['temporal'] / base:.2f}" if base > 0 else "-"
-            line += f" {spread(values[BASELINE])} | {versus} |"
+            line += f" {spread(values[BASELINE], digits)} | {versus} |"
         lines.append(line)
-    idle, peak = results["daemon_rss_mib"]
-    lines.append(f"| daemon RSS idle / peak (MiB) | - | {idle:.0f} / {peak:.0f} | - |")
+    for name in ("daemon", "worker"):
+        idle, peak = results[f"{name}_rss_mib"]
+        lines.append(f"| {name} RSS idle / peak (MiB) | - | {idle:.0f} / {peak:.0f} | - |")
     return "\n".join(lines)
+
+
+def notes(results: dict[str, Any]) -> str:
+    """What the table's figures were measured against."""
+    return "\n".join(
+        (
+            f"Temporal dev server: {results['temporal_server']}, "
+            f"history.transferProcessorMaxPollRPS={results['transfer_poll_rps']}; "
+            f"{results['users']} user(s) for the sustained and backlog firings.",
+            f"Start rate: the relay-only daemon (TRIGGER_RELAY_MODE=relay, "
+            f"MAX_IN_FLIGHT={STARTS_IN_FLIGHT}) timed from its spawn to the last of "
+            f"{results['backlog']} rows dispatched; raw: the same inputs started by the "
+            f"Temporal Python client, {STARTS_IN_FLIGHT} in flight; both on a task queue "
+            "nobody polls. ../shared/temporal-rust.md measured the Python and Rust clients "
+            "equal against this dev server (SQLite file, default journal, 32 in flight: "
+            "35-36 starts/s each; in memory: Python 96-111, Rust 111-122): the raw figure is "
+            "the server's rate, not the Python client's.",
+        )
+    )
 
 
 def main() -> None:
@@ -591,6 +925,30 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--backlog",
+        type=int,
+        default=2000,
+        help="pending rows the relay drains, and raw starts, per repeat (start rate)",
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=1,
+        help="users the sustained and backlog firings are spread over",
+    )
+    parser.add_argument(
+        "--server",
+        choices=tuple(SERVERS),
+        default="wal",
+        help="the dev server's store: SQLite file in WAL mode (as the demo) or in memory",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=5.0,
+        help="TRIGGER_RELAY_POLL_INTERVAL (s) of the poll-only phase; the daemon's default 5",
+    )
+    parser.add_argument(
         "--daemon", type=Path, default=ROOT / "target" / "release" / "trigger-relay"
     )
     parser.add_argument(
@@ -600,6 +958,13 @@ def main() -> None:
         help="another daemon build to run the Temporal route with too, for comparison",
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs' directory")
+    parser.add_argument(
+        "--transfer-poll-rps",
+        type=int,
+        default=1000,
+        help="the dev server's history.transferProcessorMaxPollRPS: the demo's 1000, or the "
+        "server's default 20",
+    )
     parser.add_argument(
         "--task-queue-partitions",
         type=int,
@@ -611,6 +976,15 @@ def main() -> None:
         raise SystemExit(f"bench: no daemon at {args.daemon} (cargo build --release, or --daemon)")
     if args.baseline_daemon is not None and not args.baseline_daemon.exists():
         raise SystemExit(f"bench: no baseline daemon at {args.baseline_daemon}")
+    if min(args.backlog, args.users, args.latency, args.firings) < 1 or args.poll_interval < 0.01:
+        raise SystemExit(
+            "bench: --backlog, --users, --latency and --firings must be >= 1, "
+            "--poll-interval >= 0.01"
+        )
+    poll_only = {
+        "TRIGGER_RELAY_LISTEN": "false",
+        "TRIGGER_RELAY_POLL_INTERVAL": f"{round(args.poll_interval * 1000)}ms",
+    }
     phases: tuple[str, ...] = (*ROUTES, BASELINE) if args.baseline_daemon else ROUTES
 
     workdir = Path(tempfile.mkdtemp(prefix="trigger-relay-bench-"))
@@ -620,21 +994,27 @@ def main() -> None:
 
     redis_client = redis.Redis.from_url(BROKER_URL)
     redis_client.flushdb()
-    user, triggers = seed()
+    users, triggers = seed(args.users)
     processes = Processes(workdir, args.daemon)
     results: dict[str, Any] = {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()},
         "firings": args.firings,
         "latency_firings": args.latency,
+        "backlog": args.backlog,
+        "users": args.users,
+        "poll_interval_s": args.poll_interval,
+        "starts_in_flight": STARTS_IN_FLIGHT,
         "daemon": str(args.daemon),
         "baseline_daemon": str(args.baseline_daemon) if args.baseline_daemon else None,
-        "temporal_server": "start-dev, SQLite file, journal_mode=wal, synchronous=normal",
+        "server": args.server,
+        "temporal_server": SERVERS[args.server],
         "task_queue_partitions": args.task_queue_partitions,
+        "transfer_poll_rps": args.transfer_poll_rps,
         "repeats": [],
     }
     try:
-        processes.start(args.task_queue_partitions)
+        processes.start(args.server, args.task_queue_partitions, args.transfer_poll_rps)
         pids = {
             "temporal server": processes.pid("temporal"),
             "daemon": processes.pid("daemon"),
@@ -646,8 +1026,8 @@ def main() -> None:
         # Warm-up: one firing per route, waited for (workers polling, caches, connections).
         for route in ROUTES:
             enable_only(triggers, route)
-            latency_phase(user, 1, f"warm-up {route}")
-        idle_rss = rss_mib(pids["daemon"])[0]
+            latency_phase(users[0], 1, f"warm-up {route}")
+        idle_rss = {name: rss_mib(pids[name])[0] for name in ("daemon", "worker")}
         for repeat in range(args.repeats):
             run: dict[str, Any] = {}
             order = phases if repeat % 2 == 0 else tuple(reversed(phases))
@@ -664,16 +1044,30 @@ def main() -> None:
                     file=sys.stderr,
                 )
                 run[phase] = {
-                    "latency": latency_phase(user, args.latency, label),
-                    "sustained": sustained_phase(user, args.firings, label, pids),
+                    "latency": latency_phase(users[0], args.latency, label),
+                    "sustained": sustained_phase(users, args.firings, label, pids),
                 }
                 if route == "temporal":
                     run[phase]["stages_ms"] = latency_breakdown(processes, label)
                     run[phase]["history_events"] = history_events(processes, label)
                     run[phase]["daemon_peak_rss_mib"] = rss_mib(pids["daemon"])[1]
+                if phase == "temporal":
+                    print(f"bench: repeat {repeat + 1}/{args.repeats}, poll only", file=sys.stderr)
+                    processes.use_daemon(args.daemon, poll_only)
+                    run[phase]["poll_latency"] = poll_latency_phase(
+                        users[0], args.latency, label, args.poll_interval, random.Random(repeat)
+                    )
+                    print(f"bench: repeat {repeat + 1}/{args.repeats}, start rate", file=sys.stderr)
+                    run[phase]["start_rate"] = start_rate_phase(
+                        processes, args.daemon, users, args.backlog, label, repeat % 2 == 0
+                    )
+                    pids["daemon"] = processes.use_daemon(args.daemon)
+            run["worker_peak_rss_mib"] = rss_mib(pids["worker"])[1]
             results["repeats"].append(run)
         peaks = [run["temporal"]["daemon_peak_rss_mib"] for run in results["repeats"]]
-        results["daemon_rss_mib"] = (idle_rss, max(peaks))
+        results["daemon_rss_mib"] = (idle_rss["daemon"], max(peaks))
+        peaks = [run["worker_peak_rss_mib"] for run in results["repeats"]]
+        results["worker_rss_mib"] = (idle_rss["worker"], max(peaks))
     finally:
         processes.stop()
         if not args.keep:
@@ -687,6 +1081,7 @@ def main() -> None:
     out = out_dir / f"end_to_end-{results['started_at'].replace(':', '')}.json"
     out.write_text(json.dumps(results, indent=1))
     print(table)
+    print(f"\n{notes(results)}")
     print(f"\nJSON: {out.relative_to(ROOT)}")
 
 
