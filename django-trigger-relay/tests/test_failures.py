@@ -16,6 +16,7 @@ worker.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +35,7 @@ from relay_e2e.models import FlagCondition
 from tasks.models import SendEmailAction
 from tasks.models import SentEmail
 from tasks.models import TaskCompletedEvent
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from tests_support.factories import make_trigger
@@ -41,6 +43,7 @@ from tests_support.factories import several_actions_per_trigger
 from tests_support.firings import workflow_input
 from triggers.models import Activity
 
+from trigger_relay import metrics
 from trigger_relay.activities import MAX_ERROR_CHARS
 from trigger_relay.activities import activity_failure
 from trigger_relay.activities import failure_message
@@ -231,6 +234,53 @@ class TestActivity:
             "django.db.utils.OperationalError: server closed the connection unexpectedly (in "
         )
         assert nothing_committed(row, event)
+
+    @pytest.mark.parametrize(
+        ("attempt", "maximum_attempts", "counted_as"),
+        [
+            (1, 3, "retryable"),
+            (2, 3, "retryable"),
+            (3, 3, "failed"),  # Temporal retries nothing after it: the firing fails
+            (4, 3, "failed"),
+            (7, 0, "retryable"),  # 0: no limit
+            (1, 1, "failed"),
+            (5, None, "retryable"),  # no retry policy in the task: Temporal's default, unlimited
+        ],
+    )
+    def test_a_retryable_error_on_the_last_attempt_is_counted_failed(
+        self,
+        tx_user: Any,
+        monkeypatch: pytest.MonkeyPatch,
+        attempt: int,
+        maximum_attempts: int | None,
+        counted_as: str,
+    ) -> None:
+        """trigger_relay_worker_firings_total (issue 10, item 3): ``retryable`` only while
+        Temporal will retry; the last attempt's retryable error fails the firing."""
+        row, _ = fire(tx_user)
+
+        def perform(self: SendEmailAction, user: Any, context: Any) -> None:
+            raise OperationalError("server closed the connection unexpectedly")
+
+        monkeypatch.setattr(SendEmailAction, "perform", perform)
+        counted: list[tuple[str, str | None]] = []
+        monkeypatch.setattr(
+            metrics, "firing", lambda outcome, reason: counted.append((outcome, reason))
+        )
+        environment = ActivityEnvironment()
+        environment.info = dataclasses.replace(
+            environment.info,
+            attempt=attempt,
+            retry_policy=None
+            if maximum_attempts is None
+            else RetryPolicy(maximum_attempts=maximum_attempts),
+        )
+
+        with pytest.raises(ApplicationError) as raised:
+            environment.run(perform_firing, workflow_input(row))
+
+        assert not raised.value.non_retryable  # what Temporal decides from stays as it was
+        assert counted == [(counted_as, "infrastructure_error")]
 
     @pytest.mark.parametrize(
         ("environ", "setting", "retried"),

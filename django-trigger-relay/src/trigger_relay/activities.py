@@ -84,17 +84,22 @@ def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
             # The SDK's own (a cancellation), or an ApplicationError the site raised to
             # decide retries itself: as raised.
             if isinstance(exc, ApplicationError):
-                _count_failure(exc, exc)
+                _count_failure(exc, exc, last_attempt=_is_last_attempt(info))
             raise
         except Exception as exc:
             failure = activity_failure(exc)
-            _count_failure(exc, failure)
+            last_attempt = _is_last_attempt(info)
+            _count_failure(exc, failure, last_attempt=last_attempt)
             activity.logger.warning(
                 "perform firing of outbox row %s (attempt %s): %s; %s",
                 outbox_id,
                 info.attempt,
                 failure.message,
-                "not retryable: the firing fails" if failure.non_retryable else "retryable",
+                "not retryable: the firing fails"
+                if failure.non_retryable
+                else "retryable, but this was the last attempt: the firing fails"
+                if last_attempt
+                else "retryable",
                 exc_info=exc,
             )
             # No cause: the daemon records the innermost message of the failure chain as
@@ -110,11 +115,24 @@ def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
         close_old_connections()
 
 
-def _count_failure(exc: BaseException, failure: ApplicationError) -> None:
+def _is_last_attempt(info: activity.Info) -> bool:
+    """Whether Temporal retries nothing after this attempt, whatever it raises: its retry
+    policy's ``maximum_attempts`` reached (0 is unlimited; the workflow sets it from
+    ``TRIGGER_RELAY_PERFORM_MAX_ATTEMPTS``)."""
+    policy = info.retry_policy
+    return (
+        policy is not None
+        and policy.maximum_attempts > 0
+        and info.attempt >= policy.maximum_attempts
+    )
+
+
+def _count_failure(exc: BaseException, failure: ApplicationError, *, last_attempt: bool) -> None:
     """``trigger_relay_worker_firings_total`` for an attempt that raised: ``failed`` or
-    ``retryable`` (as Temporal will treat it), ``infrastructure_error`` or ``site_error``."""
+    ``retryable`` (as Temporal will treat it: a retryable error on the last attempt fails the
+    firing), ``infrastructure_error`` or ``site_error``."""
     metrics.firing(
-        metrics.FAILED if failure.non_retryable else metrics.RETRY,
+        metrics.FAILED if failure.non_retryable or last_attempt else metrics.RETRY,
         metrics.INFRASTRUCTURE_ERROR if is_infrastructure_error(exc) else metrics.SITE_ERROR,
     )
 

@@ -13,9 +13,10 @@ The names as Prometheus shows them (the SDK adds no prefix or suffix to these):
 
 - ``trigger_relay_worker_firings_total`` (counter; ``outcome``, ``reason``): one per attempt
   of ``perform_firing`` that ended: ``done`` (reason empty), ``skipped`` (reason: the skip
-  reason, docs/contract.md), ``failed`` (a non-retryable error: the firing fails; reason
-  ``site_error`` or ``infrastructure_error``), ``retryable`` (an error that the workflow's
-  retry policy retries while it has attempts left; same reasons);
+  reason, docs/contract.md), ``failed`` (the firing fails: a non-retryable error, or any
+  error on the retry policy's last attempt; reason ``site_error`` or
+  ``infrastructure_error``), ``retryable`` (an error Temporal retries: attempts are left;
+  same reasons);
 - ``trigger_relay_worker_action_errors_total`` (counter; ``action_type``, the action's class
   name): an action's ``perform`` raised (``Activity.Cancel`` is no error);
 - ``trigger_relay_worker_ledger_skips_total`` (counter): actions not performed because the
