@@ -1,5 +1,5 @@
 # The two entry points of the README, plus the pieces they are made of.
-.PHONY: demo test test-browser bootstrap lint bench
+.PHONY: demo test test-browser bootstrap lint bench bench-smoke
 
 demo:        ## run the whole product with the example site (see README)
 	scripts/demo.sh
@@ -16,11 +16,18 @@ test-browser: ## the admin in Debian's headless Chromium (django-trigger-relay/b
 
 # Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--server memory --users 8"
 # (.venv/bin/python bench/end_to_end.py --help).
-bench:       ## both routes of the example site side by side (bench/end_to_end.py); not in CI
+bench:       ## both routes of the example site side by side (bench/end_to_end.py); CI runs bench-smoke
 	scripts/services.sh
 	scripts/bootstrap.sh
 	cargo build --release --locked
 	.venv/bin/python bench/end_to_end.py $(BENCH_ARGS)
+
+bench-smoke: ## every phase of the bench once, a few firings, the debug daemon (CI: it must run)
+	scripts/services.sh
+	scripts/bootstrap.sh
+	BENCH_DATABASE=trigger_relay_bench_smoke .venv/bin/python bench/end_to_end.py \
+		--daemon target/debug/trigger-relay --firings 20 --latency 5 --repeats 1 \
+		--backlog 50 --users 2
 
 bootstrap:   ## install from requirements.lock and Cargo.lock, build the daemon
 	scripts/bootstrap.sh

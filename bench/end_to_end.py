@@ -83,8 +83,9 @@ VENV_BIN = ROOT / ".venv" / "bin"
 # dropped and created at start, the Redis database flushed).
 DB_NAME = os.environ.get("BENCH_DATABASE", "trigger_relay_bench")
 DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
-# A Redis database of its own: no other test's or demo's Celery worker takes our messages.
-BROKER_URL = f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DB', '11')}"
+# A Redis database of its own (the add-on's tests use 11, bench/request_path.py 15, the
+# example site 0): no other test's or demo's Celery worker takes our messages.
+BROKER_URL = f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DB', '12')}"
 ROUTES = ("celery", "temporal")
 #: The phase that runs the Temporal route with --baseline-daemon.
 BASELINE = "baseline"
