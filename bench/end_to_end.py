@@ -642,19 +642,25 @@ def raw_start_rate(processes: Processes, ids: list[int]) -> dict[str, float]:
     }
 
 
-def running_workflows(processes: Processes, task_queue: str) -> int:
+def temporal_json(processes: Processes, *args: str) -> Any:
+    """``temporal workflow <args> --output json`` against the bench's dev server, parsed."""
     out = subprocess.run(
         [
             str(VENV_BIN / "temporal"),
-            *("workflow", "count", "--output", "json"),
-            *("--query", f"ExecutionStatus = 'Running' AND TaskQueue = '{task_queue}'"),
-            *("--address", f"127.0.0.1:{processes.temporal_port}"),
+            "workflow",
+            *args,
+            *("--address", f"127.0.0.1:{processes.temporal_port}", "--output", "json"),
         ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    return int(json.loads(out).get("count", 0))
+    return json.loads(out)
+
+
+def running_workflows(processes: Processes, task_queue: str) -> int:
+    query = f"ExecutionStatus = 'Running' AND TaskQueue = '{task_queue}'"
+    return int(temporal_json(processes, "count", "--query", query).get("count", 0))
 
 
 def start_rate_phase(
@@ -689,17 +695,7 @@ def start_rate_phase(
 
 
 def history(processes: Processes, workflow_id: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [
-            str(VENV_BIN / "temporal"),
-            *("workflow", "show", "--workflow-id", workflow_id),
-            *("--address", f"127.0.0.1:{processes.temporal_port}", "--output", "json"),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return list(json.loads(out)["events"])
+    return list(temporal_json(processes, "show", "--workflow-id", workflow_id)["events"])
 
 
 def history_events(processes: Processes, label: str) -> int:

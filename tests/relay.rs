@@ -884,9 +884,7 @@ async fn a_reused_row_id_gets_its_own_workflow() {
     );
     relay.wait_ready().await;
     let pg = db.connect().await;
-    let insert = "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
-                  VALUES (1, 1, '7', now() + interval '1 hour') RETURNING id";
-    let first_id: i64 = pg.query_one(insert, &[]).await.expect("insert").get(0);
+    let first_id = db.insert_due_in("1 hour").await;
     db.wait_all_dispatched(Duration::from_secs(30)).await;
     let workflow_of = |id: i64| {
         let pg = &pg;
@@ -905,7 +903,7 @@ async fn a_reused_row_id_gets_its_own_workflow() {
     pg.batch_execute("TRUNCATE trigger_relay_outbox RESTART IDENTITY CASCADE")
         .await
         .expect("truncate");
-    let second_id: i64 = pg.query_one(insert, &[]).await.expect("insert").get(0);
+    let second_id = db.insert_due_in("1 hour").await;
     assert_eq!(second_id, first_id, "the identity restarted");
     db.wait_all_dispatched(Duration::from_secs(30)).await;
     let (new_workflow, _) = workflow_of(second_id).await;
@@ -955,15 +953,7 @@ async fn a_terminated_workflow_fails_its_row_and_replay_restarts_it() {
     );
     relay.wait_ready().await;
     let pg = db.connect().await;
-    let id: i64 = pg
-        .query_one(
-            "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
-             VALUES (1, 1, '7', now() + interval '7 days') RETURNING id",
-            &[],
-        )
-        .await
-        .expect("insert")
-        .get(0);
+    let id = db.insert_due_in("7 days").await;
     db.wait_all_dispatched(Duration::from_secs(30)).await;
     // Still running, waiting for its due time: the reconciler leaves it alone.
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -131,15 +131,7 @@ async fn the_hosted_worker_exports_the_sdk_metrics() {
 
     // A row due in an hour: its workflow's first task starts the timer.
     let pg = db.connect().await;
-    let id: i64 = pg
-        .query_one(
-            "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
-             VALUES (1, 1, '7', now() + interval '1 hour') RETURNING id",
-            &[],
-        )
-        .await
-        .expect("insert")
-        .get(0);
+    let id = db.insert_due_in("1 hour").await;
     db.wait_all_dispatched(Duration::from_secs(30)).await;
     let trigger_workflow = [ours[0], ours[1], ("workflow_type", "trigger_workflow")];
     wait_for(

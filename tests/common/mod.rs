@@ -150,6 +150,21 @@ impl TestDb {
         rows.iter().map(|r| r.get(0)).collect()
     }
 
+    /// Inserts one row of user `7` due `interval` from now (a PostgreSQL interval, e.g.
+    /// `1 hour`): its workflow waits on a timer, so it stays dispatched and running.
+    pub async fn insert_due_in(&self, interval: &str) -> i64 {
+        let client = self.connect().await;
+        client
+            .query_one(
+                "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
+                 VALUES (1, 1, '7', now() + $1::text::interval) RETURNING id",
+                &[&interval],
+            )
+            .await
+            .expect("insert a row due later")
+            .get(0)
+    }
+
     pub async fn count(&self, state: &str) -> i64 {
         let client = self.connect().await;
         client
