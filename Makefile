@@ -1,5 +1,5 @@
 # The two entry points of the README, plus the pieces they are made of.
-.PHONY: demo test test-browser bootstrap lint bench bench-smoke
+.PHONY: demo test test-browser bootstrap dist lint bench bench-smoke help
 
 demo:        ## run the whole product with the example site (see README)
 	scripts/demo.sh
@@ -32,8 +32,16 @@ bench-smoke: ## every phase of the bench once, a few firings, the debug daemon (
 bootstrap:   ## install from requirements.lock and Cargo.lock, build the daemon
 	scripts/bootstrap.sh
 
+dist:        ## the packages a site installs, into dist/: both sdists and wheels (manylinux2014 daemon)
+	scripts/bootstrap.sh
+	scripts/build-wheels.sh
+
 lint:        ## what CI checks besides the tests
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	.venv/bin/ruff check django-trigger-relay example grafana bench
 	.venv/bin/ruff format --check django-trigger-relay example grafana bench
+
+help:        ## this list
+	@grep -E '^[a-z-]+:[^#]*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):[^#]*## /\1\t/' \
+		| awk -F '\t' '{ printf "  make %-13s %s\n", $$1, $$2 }'

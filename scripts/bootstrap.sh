@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, from the project's own locks:
-# the Python virtualenv (.venv) from requirements.lock, the add-on in editable mode, and the
-# daemon (cargo build, Cargo.lock); and .venv-django42 from requirements-django42.lock, in
-# which the tests run the add-on's suite on Django 4.2 LTS too. Idempotent; fast when
-# nothing changed.
+# the Python virtualenv (.venv) from requirements.lock, the add-on in editable mode (the demo
+# and most tests read the checkout; the tests marked `installed` install the built wheels
+# into venvs of their own), the packaging tools of requirements-build.lock, and the daemon
+# (cargo build, Cargo.lock); and .venv-django42 from requirements-django42.lock, in which the
+# tests run the add-on's suite on Django 4.2 LTS too. Idempotent; fast when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,5 +30,6 @@ install_venv() { # <venv> <lock>
         --no-deps --no-build-isolation -e django-trigger-relay
 }
 install_venv .venv requirements.lock
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-build.lock
 install_venv .venv-django42 requirements-django42.lock
 cargo build --locked --quiet

@@ -9,6 +9,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::db::SCHEMA_VERSION;
 use crate::sdk_metrics::SdkMeter;
 
 /// Where a drain of the outbox was woken from.
@@ -54,6 +55,8 @@ pub struct Metrics {
     pub listener_connected: IntGauge,
     pub dispatched_overdue: IntGauge,
     pub reconciled: IntCounterVec,
+    /// Always 1; its labels say which release runs and which schema it needs.
+    pub build_info: IntGaugeVec,
     /// What the SDK's runtime and the worker's client record into (src/worker.rs).
     pub sdk: SdkMeter,
 }
@@ -207,6 +210,14 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            build_info: IntGaugeVec::new(
+                Opts::new(
+                    "trigger_relay_build_info",
+                    "Always 1: the release of this daemon (version) and the outbox schema \
+                     version it needs (schema_version).",
+                ),
+                &["version", "schema_version"],
+            )?,
             registry,
             sdk,
         };
@@ -236,10 +247,14 @@ impl Metrics {
         r.register(Box::new(self.listener_connected.clone()))?;
         r.register(Box::new(self.dispatched_overdue.clone()))?;
         r.register(Box::new(self.reconciled.clone()))?;
+        r.register(Box::new(self.build_info.clone()))?;
         Ok(())
     }
 
     fn initialize_labels(&self) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), &SCHEMA_VERSION.to_string()])
+            .set(1);
         for s in CLAIM_SOURCES {
             self.claimed.with_label_values(&[s]);
             self.wakeups.with_label_values(&[s]);
@@ -346,6 +361,17 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn build_info_names_the_release_and_the_schema_it_needs() -> Result<(), MetricsError> {
+        let text = Metrics::new()?.render();
+        let line = format!(
+            "trigger_relay_build_info{{schema_version=\"{SCHEMA_VERSION}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
         Ok(())
     }
 }

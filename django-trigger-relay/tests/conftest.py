@@ -7,6 +7,7 @@ Real services only: PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) and
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 # The example site's Celery app must exist before dj-triggers' shared task is used, so that
@@ -83,3 +84,19 @@ def _remove_celery_queue_keys() -> Iterator[None]:
     from tests_support.broker import CeleryQueue
 
     CeleryQueue.from_settings().purge()
+
+
+@pytest.fixture(scope="session")
+def wheels() -> Any:
+    """The built wheels of both packages (scripts/build-wheels.sh)."""
+    from tests_support.site_venv import wheelhouse
+
+    return wheelhouse()
+
+
+@pytest.fixture(scope="session")
+def package_index(tmp_path_factory: pytest.TempPathFactory, wheels: Any) -> Path:
+    """A local package index with the built wheels and the lock's pins (site_venv.py)."""
+    from tests_support.site_venv import package_index
+
+    return package_index(tmp_path_factory.mktemp("index"), wheels)

@@ -1,12 +1,16 @@
-"""docs/migration.md, executed (issue 8, item 5): every command of the guide's shell blocks
-runs here, in the guide's order, so the guide cannot drift from the product.
+"""docs/migration.md, executed: every command of the guide's shell blocks runs here, in the
+guide's order, so the guide cannot drift from the product.
 
-The site starts on Celery: the example site's triggers, all routed to Celery by default,
-with delayed firings waiting in the run's own Redis queue (as in a broker before a worker
-takes them). The Temporal dev server, the daemon and the Python worker are the guide's
-step 2 (``trigger-relay run``, ``manage.py trigger_relay_worker``), started as services.
-``pip install`` is the one command not run (the add-on is installed). Between steps the
-test fires triggers and checks what the guide says the step does.
+The site starts on Celery, in a virtualenv of its own that has what such a site has
+(Django, dj-triggers, Celery; tests_support/site_venv.py) and no add-on: the example site's
+triggers, all routed to Celery by default, with delayed firings waiting in the run's own
+Redis queue (as in a broker before a worker takes them). The guide's ``pip install`` installs
+the built wheels into that venv from a local package index, and every later command runs
+from the venv: ``python manage.py`` with its python, ``trigger-relay`` with the binary the
+daemon's wheel put on its PATH. The daemon and the Python worker of step 2 (``trigger-relay
+run``, ``manage.py trigger_relay_worker``) are started as services, beside the test's
+Temporal dev server. Between steps the test fires triggers (in the test process) and checks
+what the guide says the step does.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,16 +32,17 @@ from django.db import transaction
 from tests_support.broker import CeleryQueue
 from tests_support.factories import make_trigger
 from tests_support.harness import EXAMPLE_DIR
-from tests_support.harness import RELAY_BIN
 from tests_support.harness import REPO_ROOT
 from tests_support.harness import TESTS_DIR
 from tests_support.harness import Harness
 from tests_support.harness import database_url
 from tests_support.harness import wait_until
+from tests_support.site_venv import SITE_REQUIREMENTS
+from tests_support.site_venv import SiteVenv
 
 from trigger_relay.models import OutboxRow
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.installed, pytest.mark.django_db(transaction=True)]
 
 GUIDE = REPO_ROOT / "docs" / "migration.md"
 SHELL_BLOCK = re.compile(r"```shell\n(.*?)```", re.DOTALL)
@@ -69,8 +73,20 @@ def guide_steps() -> list[Step]:
 
 
 @pytest.fixture
-def services(tmp_path: Any, transactional_db: None) -> Iterator[Harness]:
+def site(tmp_path: Any, package_index: Any) -> SiteVenv:
+    """The site's venv before the guide: what a site on dj-triggers and Celery has."""
+    venv = SiteVenv.create(tmp_path / "site-venv", package_index)
+    venv.pip_install(*SITE_REQUIREMENTS)
+    return venv
+
+
+@pytest.fixture
+def services(tmp_path: Any, transactional_db: None, site: SiteVenv) -> Iterator[Harness]:
+    """The test's Temporal dev server, and the daemon and the Python worker as the guide's
+    step 2 starts them: from the site's venv (the binary exists once step 1 installed it)."""
     harness = Harness(tmp_path, run_id=str(settings.RUN_ID))
+    harness.daemon.args[0] = str(site.bin("trigger-relay"))
+    harness.worker.args[0] = str(site.python)
     try:
         harness.start_temporal()
         yield harness
@@ -79,7 +95,7 @@ def services(tmp_path: Any, transactional_db: None) -> Iterator[Harness]:
 
 
 def test_the_guide_runs_in_order(
-    services: Harness, celery_queue: CeleryQueue, tx_user: Any
+    services: Harness, site: SiteVenv, celery_queue: CeleryQueue, tx_user: Any
 ) -> None:
     steps = guide_steps()
     assert [step.number for step in steps] == list(range(1, 9)), [s.title for s in steps]
@@ -105,20 +121,19 @@ def test_the_guide_runs_in_order(
             env["TRIGGER_RELAY_CELERY_FREE"] = "1"  # the guide's setting, as the environment
         for command in step.commands:
             ran.append(command)
-            output = _run(command, services, env)
+            output = _run(command, services, site, env)
             _after_command(step.number, command, output)
         _after_step(step.number, services, fire, welcome, reminder, celery_queue)
 
-    # Nothing was skipped but pip: every command of the guide ran.
+    # Every command of the guide ran.
     every = [command for step in steps for command in step.commands]
     assert ran == every
 
 
-def _run(command: str, services: Harness, env: dict[str, str]) -> str:
+def _run(command: str, services: Harness, site: SiteVenv, env: dict[str, str]) -> str:
     words = shlex.split(command)
     if words[:2] == ["pip", "install"]:
-        assert words[2] == "django-trigger-relay", command
-        return ""
+        return site.pip_install(*words[2:])
     if words == ["trigger-relay", "run"]:
         services.start_daemon()
         return ""
@@ -126,16 +141,23 @@ def _run(command: str, services: Harness, env: dict[str, str]) -> str:
         services.start_worker()
         return ""
     if words[:2] == ["python", "manage.py"]:
-        argv = [sys.executable, str(EXAMPLE_DIR / "manage.py"), *words[2:]]
+        argv = [str(site.python), str(EXAMPLE_DIR / "manage.py"), *words[2:]]
     elif words[0] == "trigger-relay":
-        argv = [str(RELAY_BIN), *words[1:]]
+        argv = [str(site.bin("trigger-relay")), *words[1:]]
     else:
         raise AssertionError(f"the guide has a command this test cannot run: {command}")
     result = subprocess.run(
         argv,
         cwd=TESTS_DIR,
         env={
-            **os.environ,
+            **site.environment(),
+            # The test settings' choices (database, broker queue), as the test process has
+            # them, for the site's commands to agree with it.
+            **{
+                name: value
+                for name, value in os.environ.items()
+                if name.startswith("TRIGGER_RELAY_TEST_")
+            },
             "DJANGO_SETTINGS_MODULE": "test_settings",
             "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(EXAMPLE_DIR)]),
             "TRIGGER_RELAY_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
@@ -201,3 +223,25 @@ def _after_step(
         before = len(queue.tasks())
         fire(reminder)
         assert len(queue.tasks()) == before
+
+
+def test_the_readmes_install_as_the_guide_does() -> None:
+    """The install commands of README.md ("Adding it to a Django site") and of the add-on's
+    README ("Install") are the guide's, which the test above runs."""
+
+    def pip_commands(text: str) -> list[str]:
+        return [
+            line.split("  #")[0].strip()
+            for block in SHELL_BLOCK.findall(text)
+            for line in block.splitlines()
+            if line.startswith("pip install")
+        ]
+
+    def section(path: Any, heading: str) -> str:
+        return path.read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+    guide = [c for step in guide_steps() for c in step.commands if c.startswith("pip install")]
+    assert guide == ['pip install "django-trigger-relay[daemon]"']
+    assert pip_commands(section(REPO_ROOT / "README.md", "Adding it to a Django site")) == guide
+    addon_readme = REPO_ROOT / "django-trigger-relay" / "README.md"
+    assert pip_commands(section(addon_readme, "Install")) == guide

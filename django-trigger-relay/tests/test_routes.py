@@ -16,8 +16,10 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.core import checks
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.core.management.base import SystemCheckError
 from django.test import Client
 from django.test import override_settings
 from tests_support.broker import CeleryQueue
@@ -266,18 +268,76 @@ def route_check_ids(**settings: Any) -> list[tuple[str, str]]:
         ]
 
 
-def test_settings_name_matching_no_trigger_is_an_error() -> None:
+def test_settings_key_matching_no_trigger_is_a_warning_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stale key is what an admin's delete or rename leaves: a warning naming it, never an
+    error, since ``migrate`` runs this check."""
+    monkeypatch.delenv("TRIGGER_RELAY_STRICT_CHECKS", raising=False)
     event = make_trigger("Real")
-    found = route_check_ids(
-        TRIGGER_RELAY_ROUTES={
-            "Real": "temporal",
-            "Gone": "temporal",
-            event.trigger_id + 99: "celery",
-        }
-    )
+    routes = {"Real": "temporal", "Gone": "temporal", event.trigger_id + 99: "celery"}
+
+    found = route_check_ids(TRIGGER_RELAY_ROUTES=routes)
+
+    assert [message_id for message_id, _ in found] == ["trigger_relay.W004", "trigger_relay.W004"]
+    assert "trigger name 'Gone'" in found[0][1]
+    assert f"trigger pk {event.trigger_id + 99}" in found[1][1]
+    assert route_check_ids(TRIGGER_RELAY_ROUTES=routes, TRIGGER_RELAY_STRICT_CHECKS=False) == found
+    assert route_check_ids(TRIGGER_RELAY_ROUTES={"Real": "temporal"}) == []
+
+
+def test_settings_key_matching_no_trigger_is_an_error_in_strict_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TRIGGER_RELAY_STRICT_CHECKS", raising=False)
+    event = make_trigger("Real")
+    routes = {"Real": "temporal", "Gone": "temporal", event.trigger_id + 99: "celery"}
+
+    found = route_check_ids(TRIGGER_RELAY_ROUTES=routes, TRIGGER_RELAY_STRICT_CHECKS=True)
+
     assert [message_id for message_id, _ in found] == ["trigger_relay.E011", "trigger_relay.E011"]
     assert "'Gone'" in found[0][1]
-    assert route_check_ids(TRIGGER_RELAY_ROUTES={"Real": "temporal"}) == []
+    assert (
+        route_check_ids(TRIGGER_RELAY_ROUTES={"Real": "temporal"}, TRIGGER_RELAY_STRICT_CHECKS=True)
+        == []
+    )
+    monkeypatch.setenv("TRIGGER_RELAY_STRICT_CHECKS", "true")  # CI sets it alone
+    assert [i for i, _ in route_check_ids(TRIGGER_RELAY_ROUTES=routes)] == [
+        "trigger_relay.E011",
+        "trigger_relay.E011",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "environment", "named"),
+    [
+        ("yes", None, "settings.TRIGGER_RELAY_STRICT_CHECKS is 'yes'"),
+        (1, None, "settings.TRIGGER_RELAY_STRICT_CHECKS is 1"),
+        (True, "strict", "TRIGGER_RELAY_STRICT_CHECKS='strict' in the environment"),
+    ],
+)
+def test_strict_checks_must_be_a_boolean(
+    setting: object, environment: str | None, named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ``manage.py check`` names a malformed value (not only the database checks), and
+    a stale key stays a warning meanwhile."""
+    from trigger_relay.checks import check_strict_checks_setting
+
+    if environment is None:
+        monkeypatch.delenv("TRIGGER_RELAY_STRICT_CHECKS", raising=False)
+    else:
+        monkeypatch.setenv("TRIGGER_RELAY_STRICT_CHECKS", environment)
+    make_trigger("Real")
+    with override_settings(TRIGGER_RELAY_STRICT_CHECKS=setting):
+        (error,) = check_strict_checks_setting()
+        with pytest.raises(SystemCheckError, match=r"trigger_relay\.E014"):
+            call_command("check")
+    assert error.id == "trigger_relay.E014"
+    assert named in error.msg
+    found = route_check_ids(
+        TRIGGER_RELAY_ROUTES={"Gone": "temporal"}, TRIGGER_RELAY_STRICT_CHECKS=setting
+    )
+    assert [i for i, _ in found] == ["trigger_relay.W004"]
 
 
 def test_check_does_nothing_without_the_database() -> None:
@@ -305,3 +365,34 @@ def test_celery_free_site_warns_about_a_trigger_on_celery() -> None:
     assert [i for i, _ in route_check_ids(TRIGGER_RELAY_CELERY_FREE="yes")] == [
         "trigger_relay.E012"
     ]
+
+
+def test_trigger_deleted_in_the_admin_does_not_stop_migrate(
+    superuser_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An admin deletes a trigger that settings route by name: the next deploy's
+    ``migrate`` must still run (what an admin does to data never stops a deploy), and
+    ``check --database default`` still names the key, as a warning. Before, ``migrate``
+    raised SystemCheckError (trigger_relay.E011) until someone edited settings."""
+    monkeypatch.delenv("TRIGGER_RELAY_STRICT_CHECKS", raising=False)
+    make_trigger("Kept")
+    event = make_trigger("Deleted in the admin")
+    with override_settings(TRIGGER_RELAY_ROUTES={"Deleted in the admin": "temporal"}):
+        response = superuser_client.post(f"{CHANGELIST}{event.trigger_id}/delete/", {"post": "yes"})
+        assert response.status_code == 302, response.content.decode()
+        assert not Trigger.objects.filter(pk=event.trigger_id).exists()
+
+        call_command("migrate", skip_checks=False, interactive=False, verbosity=0)
+
+        found = [
+            (message.id, message.msg)
+            for message in checks.run_checks(databases=["default"], include_deployment_checks=False)
+            if (message.id or "").startswith("trigger_relay.")
+        ]
+        out, err = io.StringIO(), io.StringIO()
+        call_command("check", "--database", "default", stdout=out, stderr=err)
+    assert [message_id for message_id, _ in found] == ["trigger_relay.W004"]
+    assert "'Deleted in the admin'" in found[0][1]
+    reported = out.getvalue() + err.getvalue()
+    assert "(trigger_relay.W004)" in reported
+    assert "'Deleted in the admin'" in reported

@@ -94,3 +94,38 @@ def test_status_links_each_trigger_to_its_firings_in_the_temporal_ui(
     text = io.StringIO()
     call_command("trigger_relay_status", stdout=text)
     assert f"{linked['pk']:>6}  {url}" in text.getvalue().splitlines()
+
+
+def test_status_names_route_keys_that_match_no_trigger(
+    celery_queue: CeleryQueue, settings: Any
+) -> None:
+    """A key left by a trigger deleted or renamed in the admin is only a warning of
+    ``check``, which a deploy's output buries: the status names it, and still ends with the
+    verdict."""
+    kept = make_trigger("Kept")
+    call_command("trigger_relay_route", "--all", "--to", "temporal")
+    missing_pk = kept.trigger_id + 999
+    settings.TRIGGER_RELAY_ROUTES = {
+        "Kept": "temporal",
+        "Deleted": "temporal",
+        missing_pk: "celery",
+    }
+
+    report = status()
+
+    assert report["unmatched_route_keys"] == ["Deleted", missing_pk]
+    assert report["can_stop_celery"]
+    text = io.StringIO()
+    call_command("trigger_relay_status", stdout=text)
+    lines = text.getvalue().rstrip().splitlines()
+    assert lines[-1] == CAN_STOP
+    assert lines[-2] == (
+        "TRIGGER_RELAY_ROUTES keys that match no trigger (their routes apply to nothing): "
+        f"'Deleted', {missing_pk}"
+    )
+
+    settings.TRIGGER_RELAY_ROUTES = {"Kept": "temporal"}
+    assert status()["unmatched_route_keys"] == []
+    text = io.StringIO()
+    call_command("trigger_relay_status", stdout=text)
+    assert "match no trigger" not in text.getvalue()

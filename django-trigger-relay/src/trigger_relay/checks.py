@@ -142,6 +142,30 @@ def check_fire_outside_atomic_setting(
 
 
 @checks.register()
+def check_strict_checks_setting(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """A malformed ``TRIGGER_RELAY_STRICT_CHECKS`` is named by every ``manage.py check``, not
+    only the database checks it changes: a CI that set it to make typos fail would otherwise
+    pass, quietly not strict."""
+    try:
+        conf.strict_checks()
+    except ValueError as problem:
+        return [
+            checks.Error(
+                str(problem),
+                hint=(
+                    "Use True or False (default False: a TRIGGER_RELAY_ROUTES key that matches "
+                    "no trigger is the warning trigger_relay.W004; True makes it the error "
+                    "trigger_relay.E011). Meanwhile such a key is only a warning."
+                ),
+                id="trigger_relay.E014",
+            )
+        ]
+    return []
+
+
+@checks.register()
 def check_original_receiver(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
@@ -378,9 +402,10 @@ def check_routes_against_triggers(
     """Routes in settings and the database against the triggers that exist (issue 8).
 
     Database checks: ``manage.py check --database default`` and ``migrate`` run them.
-    - E011: a ``TRIGGER_RELAY_ROUTES`` key (name or pk) that matches no trigger: a typo, or
-      a trigger renamed while no route was stored for it, whose firings now take the
-      default route.
+    - W004 (E011 with ``TRIGGER_RELAY_STRICT_CHECKS``): a ``TRIGGER_RELAY_ROUTES`` key (name
+      or pk) that matches no trigger: a typo, a trigger not created yet, or one deleted or
+      renamed (while no route was stored for it) in the admin. A warning by default, since
+      ``migrate`` runs this check and what an admin does to data must not stop a deploy.
     - W002: ``TRIGGER_RELAY_CELERY_FREE`` says the site runs without Celery, but a trigger
       still routes to Celery (its firings would be enqueued on a broker nobody serves).
     """
@@ -409,26 +434,16 @@ def check_routes_against_triggers(
         ]
     if not triggers:
         # A new database (a fresh staging or CI environment): nothing to match a name
-        # against yet, and an error here would stop its next `migrate`.
+        # against yet; every key would be reported, and in strict mode stop its `migrate`.
         return []
-    messages: list[checks.CheckMessage] = []
-    pks = {pk for pk, _ in triggers}
-    names = {name for _, name in triggers}
-    for key in cast(Mapping[object, object], routes):
-        if (isinstance(key, str) and key not in names) or (isinstance(key, int) and key not in pks):
-            kind = "name" if isinstance(key, str) else "pk"
-            messages.append(
-                checks.Error(
-                    f"TRIGGER_RELAY_ROUTES has the trigger {kind} {key!r}, which matches no "
-                    "trigger: its route applies to nothing.",
-                    hint=(
-                        "Fix the key, or remove it. A trigger renamed since keeps its route "
-                        "only if it was stored (`manage.py trigger_relay_route --trigger "
-                        "<pk> --to <route>`): routes in the database are kept by pk."
-                    ),
-                    id="trigger_relay.E011",
-                )
-            )
+    try:
+        strict = conf.strict_checks()
+    except ValueError:
+        strict = False  # E014 names the value
+    messages = [
+        unmatched_route_message(key, strict=strict)
+        for key in unmatched_route_keys(cast(Mapping[object, object], routes), triggers)
+    ]
     try:
         celery_free = conf.celery_free()
     except ValueError as problem:
@@ -455,3 +470,43 @@ def check_routes_against_triggers(
                 )
             )
     return messages
+
+
+def unmatched_route_keys(
+    routes: Mapping[object, object], triggers: Sequence[tuple[int, str]]
+) -> list[object]:
+    """The keys of ``routes`` (``TRIGGER_RELAY_ROUTES``, already valid) that match none of
+    ``triggers`` (pk, name): a name (str) no trigger has, a pk (int) no trigger has. Their
+    routes apply to nothing; the system check and ``trigger_relay_status`` both name them."""
+    pks = {pk for pk, _ in triggers}
+    names = {name for _, name in triggers}
+    return [
+        key
+        for key in routes
+        if (isinstance(key, str) and key not in names) or (isinstance(key, int) and key not in pks)
+    ]
+
+
+def unmatched_route_message(key: object, *, strict: bool) -> checks.CheckMessage:
+    """The check message of a route key that matches no trigger: the warning W004, or the
+    error E011 with ``TRIGGER_RELAY_STRICT_CHECKS``. A warning by default because the key
+    goes stale through the data (a trigger deleted or renamed in the admin, or not created
+    yet), and ``migrate`` runs database checks: an error would stop the next deploy."""
+    kind = "name" if isinstance(key, str) else "pk"
+    message = (
+        f"TRIGGER_RELAY_ROUTES has the trigger {kind} {key!r}, which matches no trigger: its "
+        "route applies to nothing."
+    )
+    hint = (
+        f"Remove the key {key!r} from TRIGGER_RELAY_ROUTES, fix it to a trigger's name or pk, "
+        "or create the trigger. A trigger renamed since keeps its route only if it was stored "
+        "(`manage.py trigger_relay_route --trigger <pk> --to <route>`): routes in the database "
+        "are kept by pk."
+    )
+    if strict:
+        return checks.Error(message, hint=hint, id="trigger_relay.E011")
+    return checks.Warning(
+        message,
+        hint=f"{hint} Set TRIGGER_RELAY_STRICT_CHECKS = True to make this an error (in CI).",
+        id="trigger_relay.W004",
+    )

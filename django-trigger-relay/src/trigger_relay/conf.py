@@ -165,17 +165,38 @@ def celery_free() -> bool:
     Temporal (system check trigger_relay.W002). Default False. The environment wins over the
     Django setting. Raises ``ValueError`` naming the setting for a value that is not a
     boolean."""
-    raw = os.environ.get(CELERY_FREE)
+    return _flag(CELERY_FREE)
+
+
+#: A ``TRIGGER_RELAY_ROUTES`` key that matches no trigger is an error, not a warning.
+STRICT_CHECKS: Final = "TRIGGER_RELAY_STRICT_CHECKS"
+
+
+def strict_checks() -> bool:
+    """``TRIGGER_RELAY_STRICT_CHECKS``: report a ``TRIGGER_RELAY_ROUTES`` key that matches no
+    trigger as the error trigger_relay.E011 instead of the warning trigger_relay.W004.
+    Default False: the key goes stale when an admin deletes or renames a trigger, and
+    ``migrate`` runs this database check, so an error would let what is done to data stop
+    the next deploy. A site turns it on where it wants a typo to fail (CI's ``manage.py
+    check --database default``). The environment wins over the Django setting, so CI can
+    set it alone. Raises ``ValueError`` naming the setting for a value that is not a
+    boolean."""
+    return _flag(STRICT_CHECKS)
+
+
+def _flag(name: str) -> bool:
+    """A boolean from the environment (which wins; an empty variable counts as unset) or the
+    Django setting ``name``, else False. Raises ``ValueError`` naming the setting and where
+    the value came from, so that a system check can say which one to fix."""
+    raw = os.environ.get(name)
     if raw is not None and raw.strip():
         word = raw.strip().lower()
         if word in _TRUE or word in _FALSE:
             return word in _TRUE
-        raise ValueError(
-            f"{CELERY_FREE}={raw!r} in the environment is not a boolean; use true or false."
-        )
-    value: object = getattr(settings, CELERY_FREE, False)
+        raise ValueError(f"{name}={raw!r} in the environment is not a boolean; use true or false.")
+    value: object = getattr(settings, name, False)
     if not isinstance(value, bool):
-        raise ValueError(f"settings.{CELERY_FREE} is {value!r}; use True or False.")
+        raise ValueError(f"settings.{name} is {value!r}; use True or False.")
     return value
 
 

@@ -89,13 +89,17 @@ def lost_port_race(service: Service) -> bool:
 
 @dataclass
 class Service:
-    """A subprocess that can be started, killed and started again; its log is appended to."""
+    """A subprocess that can be started, killed and started again; its log is appended to.
+
+    Its environment is the test process's with ``env`` on top, or ``env`` alone where
+    ``inherit_env`` is false (a site's process, which knows nothing of the tests')."""
 
     name: str
     args: list[str]
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    inherit_env: bool = True
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -119,7 +123,7 @@ class Service:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env, **extra_env},
+                env={**(os.environ if self.inherit_env else {}), **self.env, **extra_env},
                 cwd=self.cwd,
                 start_new_session=True,
             )

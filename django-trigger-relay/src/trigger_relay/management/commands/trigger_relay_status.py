@@ -4,8 +4,10 @@ Per trigger: its route and where it comes from, its firings in the outbox by sta
 what Celery still holds of dj-triggers' ``handle_event`` tasks for it (queued in the broker,
 held by a worker until their ETA), with those adopted into the outbox counted apart (Celery
 skips them); with ``TRIGGER_RELAY_TEMPORAL_UI_URL`` set, a link to the trigger's firings in
-the Temporal UI. Then one verdict line. ``--json`` for scripts; the exit status is 0 whatever
-the verdict (it is an answer, not a failure), 1 when the broker cannot be read.
+the Temporal UI. Then the ``TRIGGER_RELAY_ROUTES`` keys that match no trigger, if any (the
+system check trigger_relay.W004 names them too), and last one verdict line. ``--json`` for
+scripts; the exit status is 0 whatever the verdict (it is an answer, not a failure), 1 when
+the broker cannot be read.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
+from typing import cast
 
 from django.core.management.base import BaseCommand
 from django.core.management.base import CommandError
@@ -25,6 +29,7 @@ from trigger_relay.adoption import CeleryTaskClaim
 from trigger_relay.adoption import UnsupportedBroker
 from trigger_relay.adoption import existing_claims
 from trigger_relay.adoption import find_tasks
+from trigger_relay.checks import unmatched_route_keys
 from trigger_relay.routes import resolve
 
 CAN_STOP = "Celery holds nothing for dj-triggers: it can be stopped."
@@ -93,6 +98,7 @@ class Command(BaseCommand):
                     "temporal_ui": conf.workflows_query_url(f"TriggerId = {trigger.pk}"),
                 }
             )
+        unmatched = _unmatched_route_keys(triggers)
         # Tasks of events that no longer exist (dj-triggers' task fails on them).
         orphans = _celery_counts(sum(held.values(), Counter()))
         reasons = []
@@ -111,6 +117,7 @@ class Command(BaseCommand):
             payload = {
                 "triggers": triggers,
                 "celery_tasks_of_deleted_events": orphans,
+                "unmatched_route_keys": unmatched,
                 "can_stop_celery": not reasons,
                 "verdict": verdict,
             }
@@ -133,7 +140,26 @@ class Command(BaseCommand):
                 self.stdout.write(f"{trigger['pk']:>6}  {trigger['temporal_ui']}")
         if any(orphans.values()):
             self.stdout.write(f"tasks of deleted events: {orphans}")
+        if unmatched:
+            self.stdout.write(
+                "TRIGGER_RELAY_ROUTES keys that match no trigger (their routes apply to "
+                f"nothing): {', '.join(map(repr, unmatched))}"
+            )
         self.stdout.write(verdict)
+
+
+def _unmatched_route_keys(triggers: list[dict[str, Any]]) -> list[object]:
+    """The ``TRIGGER_RELAY_ROUTES`` keys that match none of the listed ``triggers``: keys left
+    by a trigger deleted or renamed in the admin, or a typo. Named here because the check
+    that names them is only a warning, which a deploy's ``migrate`` output buries. Unlike the
+    check, a database without triggers names every key. Empty for a malformed setting (the
+    check trigger_relay.E002 says what is wrong)."""
+    routes = conf.routes()
+    if conf.routes_problems(routes):
+        return []
+    return unmatched_route_keys(
+        cast(Mapping[object, object], routes), [(t["pk"], t["name"]) for t in triggers]
+    )
 
 
 def _celery_counts(counts: Counter[str]) -> dict[str, int]:
