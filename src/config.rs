@@ -291,6 +291,11 @@ pub struct RunConfig {
     /// What this process runs.
     #[arg(long, env = "TRIGGER_RELAY_MODE", default_value = "all")]
     pub mode: Mode,
+    /// Site identity written into every workflow input and checked by the activities
+    /// (docs/contract.md, "Site identity"). Default: the id the database holds
+    /// (trigger_relay_site). Set it alike for the daemon and the Python worker.
+    #[arg(long, env = "TRIGGER_RELAY_SITE")]
+    pub site: Option<String>,
     /// LISTEN for the outbox's NOTIFY. `false` = poll only (PgBouncer in transaction mode).
     #[arg(long, env = "TRIGGER_RELAY_LISTEN", default_value_t = true,
           action = clap::ArgAction::Set)]

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub reconciled: IntCounterVec,
     /// Always 1; its labels say which release runs and which schema it needs.
     pub build_info: IntGaugeVec,
+    /// Tasks of another site's workflows refused by `record_outcome`.
+    pub foreign_site_tasks: IntCounter,
     /// What the SDK's runtime and the worker's client record into (src/worker.rs).
     pub sdk: SdkMeter,
 }
@@ -218,6 +220,11 @@ impl Metrics {
                 ),
                 &["version", "schema_version"],
             )?,
+            foreign_site_tasks: IntCounter::new(
+                "trigger_relay_foreign_site_tasks_total",
+                "record_outcome tasks of another site (one that shares this namespace and task \
+                 queue) refused before touching the database.",
+            )?,
             registry,
             sdk,
         };
@@ -248,6 +255,7 @@ impl Metrics {
         r.register(Box::new(self.dispatched_overdue.clone()))?;
         r.register(Box::new(self.reconciled.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
+        r.register(Box::new(self.foreign_site_tasks.clone()))?;
         Ok(())
     }
 
@@ -358,6 +366,7 @@ mod tests {
             "trigger_relay_workflow_outcomes_total{state=\"skipped\"}",
             "trigger_relay_ready",
             "trigger_relay_listener_connected",
+            "trigger_relay_foreign_site_tasks_total",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

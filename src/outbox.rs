@@ -98,6 +98,10 @@ pub struct ClaimedRow {
     pub created_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
     pub attempts: i32,
+    /// The id of the workflow this claim starts, written on the row by the claim itself
+    /// (sql/queries/claim.sql): `{prefix}-{id}-g{generation}-{firing_uuid}`, unique to this
+    /// firing and generation, stable across retries and replicas, new for each replay.
+    pub workflow_id: String,
 }
 
 /// A claimed row with a value the daemon cannot decode; it is failed alone (SPEC §4.5).
@@ -154,6 +158,11 @@ pub struct WorkflowInput {
     /// workflow's input and from older histories.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub record_outcome: bool,
+    /// The site identity of the outbox's database (docs/contract.md, "Site identity"): the
+    /// activities of both workers refuse the task of another site that shares the
+    /// namespace and task queues. Absent from inputs of rows from before schema version 7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// What the Python activity reports back (django-trigger-relay, trigger_relay/activities.py).
@@ -192,6 +201,9 @@ pub struct Outcome {
     pub error: Option<String>,
     #[serde(default)]
     pub performed: Vec<i64>,
+    /// The input's site (see [`WorkflowInput::site`]), checked by `record_outcome`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// Why a row can never become a workflow start (SPEC §4.5).
@@ -219,19 +231,12 @@ pub enum BadPayload {
 }
 
 impl ClaimedRow {
-    /// The workflow id of this row's current generation: stable across retries and replicas,
-    /// new for each replay (SPEC §4.3, §4.6), and unique to the firing (schema version 3).
-    pub fn workflow_id(&self, prefix: &str) -> String {
-        workflow_id(
-            prefix,
-            self.id,
-            self.generation,
-            self.firing_uuid.as_deref(),
-        )
-    }
-
-    /// Checks what the relay can check and builds the workflow input.
-    pub fn workflow_input(&self, max_input_bytes: usize) -> Result<WorkflowInput, BadPayload> {
+    /// Checks what the relay can check and builds the workflow input for `site`.
+    pub fn workflow_input(
+        &self,
+        max_input_bytes: usize,
+        site: &str,
+    ) -> Result<WorkflowInput, BadPayload> {
         check_context(&self.context)?;
         // Valid JSON is checked here, where a bad row can still fail alone.
         serde_json::from_str::<serde::de::IgnoredAny>(&self.context)
@@ -263,6 +268,7 @@ impl ClaimedRow {
             created_at: self.created_at,
             due_at: self.due_at,
             record_outcome: false,
+            site: Some(site.to_owned()),
         };
         // Serializing plain fields cannot fail; measure what Temporal receives.
         let size = serde_json::to_vec(&input)
@@ -275,15 +281,6 @@ impl ClaimedRow {
             });
         }
         Ok(input)
-    }
-}
-
-/// `{prefix}-{id}-g{generation}-{firing_uuid}`; rows from before schema version 3 keep
-/// `{prefix}-{id}-g{generation}`, the id a relay of that release may have started already.
-pub fn workflow_id(prefix: &str, outbox_id: i64, generation: i32, uuid: Option<&str>) -> String {
-    match uuid {
-        Some(uuid) => format!("{prefix}-{outbox_id}-g{generation}-{uuid}"),
-        None => format!("{prefix}-{outbox_id}-g{generation}"),
     }
 }
 
@@ -325,6 +322,8 @@ fn check_context(json: &str) -> Result<(), BadPayload> {
 mod tests {
     use super::*;
 
+    const SITE: &str = "5d0f6c2a-0000-4000-8000-000000000001";
+
     fn row() -> ClaimedRow {
         let now = Utc::now();
         ClaimedRow {
@@ -338,30 +337,16 @@ mod tests {
             created_at: now,
             due_at: now,
             attempts: 1,
+            workflow_id: "trigger-outbox-42-g0-0b9c3c1e-6f7a-4c59-9d43-2f1f0a4b7e10".into(),
         }
     }
 
     #[test]
-    fn workflow_id_changes_with_generation_and_firing() {
-        let mut r = row();
-        assert_eq!(
-            r.workflow_id("trigger-outbox"),
-            "trigger-outbox-42-g0-0b9c3c1e-6f7a-4c59-9d43-2f1f0a4b7e10"
-        );
-        r.generation = 1;
-        assert!(
-            r.workflow_id("trigger-outbox")
-                .starts_with("trigger-outbox-42-g1-")
-        );
-        r.firing_uuid = None;
-        assert_eq!(r.workflow_id("trigger-outbox"), "trigger-outbox-42-g1");
-    }
-
-    #[test]
     fn valid_row_becomes_input() -> Result<(), BadPayload> {
-        let input = row().workflow_input(1 << 20)?;
+        let input = row().workflow_input(1 << 20, SITE)?;
         assert_eq!(input.outbox_id, 42);
         assert_eq!(input.context_json.as_deref(), Some(r#"{"task_id": 5}"#));
+        assert_eq!(input.site.as_deref(), Some(SITE));
         Ok(())
     }
 
@@ -370,7 +355,7 @@ mod tests {
         let mut r = row();
         let huge = format!("1{}", "0".repeat(400));
         r.context = format!(r#"{{"n": 1180591620717411303424, "big": {huge}}}"#);
-        let json = serde_json::to_vec(&r.workflow_input(1 << 20)?)?;
+        let json = serde_json::to_vec(&r.workflow_input(1 << 20, SITE)?)?;
         // The SDK's own path: bytes -> serde_json::Value -> the workflow's input type.
         let value: serde_json::Value = serde_json::from_slice(&json)?;
         let back: WorkflowInput = serde_json::from_value(value)?;
@@ -388,6 +373,7 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(old)?;
         let input: WorkflowInput = serde_json::from_value(value)?;
         assert_eq!(input.firing_uuid, None);
+        assert_eq!(input.site, None);
         assert_eq!(input.context_json, None);
         assert!(input.context.is_some_and(|c| c.get().contains("task_id")));
         Ok(())
@@ -398,28 +384,28 @@ mod tests {
         let mut r = row();
         r.context = "[1, 2]".into();
         assert_eq!(
-            r.workflow_input(1 << 20).err(),
+            r.workflow_input(1 << 20, SITE).err(),
             Some(BadPayload::ContextNotObject)
         );
         let mut r = row();
         r.context = format!("{{\"a\": {}{}}}", "[".repeat(200), "]".repeat(200));
         assert_eq!(
-            r.workflow_input(1 << 20).err(),
+            r.workflow_input(1 << 20, SITE).err(),
             Some(BadPayload::ContextTooDeep { limit: 64 })
         );
         // Brackets inside strings do not count.
         let mut r = row();
         r.context = format!("{{\"a\": \"{}\\\"\"}}", "[".repeat(200));
-        assert!(r.workflow_input(1 << 20).is_ok());
+        assert!(r.workflow_input(1 << 20, SITE).is_ok());
         let mut r = row();
         r.user_pk = String::new();
         assert_eq!(
-            r.workflow_input(1 << 20).err(),
+            r.workflow_input(1 << 20, SITE).err(),
             Some(BadPayload::EmptyUserPk)
         );
         let r = row();
         assert!(matches!(
-            r.workflow_input(10),
+            r.workflow_input(10, SITE),
             Err(BadPayload::TooLarge { limit: 10, .. })
         ));
     }

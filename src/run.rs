@@ -53,7 +53,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         "trigger-relay starting"
     );
 
-    let Some(()) = wait_for_schema(&db, &config, &health, &cancel).await? else {
+    let Some(site) = wait_for_schema(&db, &config, &health, &cancel).await? else {
         http.await.ok();
         return Ok(());
     };
@@ -128,6 +128,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
             health: health.clone(),
             search_attributes,
             trigger_names_paused_until: std::sync::Mutex::new(None),
+            site: site.clone(),
         };
         tasks.spawn("relay", relay.run(client.clone(), wake_rx, cancel.clone()));
     }
@@ -148,6 +149,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
             db: worker_db,
             metrics: metrics.clone(),
             health: health.clone(),
+            site: site.clone(),
         })
     } else {
         None
@@ -277,21 +279,34 @@ fn panic_message(err: JoinError) -> String {
 }
 
 /// Waits out PostgreSQL outages at start (serving metrics, not ready) but refuses a schema
-/// it does not know. `None` means shutdown was requested while waiting.
+/// it does not know; then the site identity: TRIGGER_RELAY_SITE, else the database's.
+/// `None` means shutdown was requested while waiting.
 async fn wait_for_schema(
     db: &Db,
     config: &RunConfig,
     health: &Health,
     cancel: &CancellationToken,
-) -> Result<Option<()>, Error> {
+) -> Result<Option<String>, Error> {
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     loop {
-        match db.check_schema().await {
-            Ok(()) => {
+        let checked = match db.check_schema().await {
+            Ok(()) => match &config.site {
+                Some(site) => Ok(site.clone()),
+                None => db.site_id().await,
+            },
+            Err(err) => Err(err),
+        };
+        match checked {
+            Ok(site) => {
                 health.set_ok(Component::Postgres);
-                return Ok(Some(()));
+                tracing::info!(site, "site identity");
+                return Ok(Some(site));
             }
-            Err(err @ (DbError::SchemaMissing(_) | DbError::SchemaMismatch { .. })) => {
+            Err(
+                err @ (DbError::SchemaMissing(_)
+                | DbError::SchemaMismatch { .. }
+                | DbError::SiteMissing { .. }),
+            ) => {
                 return Err(err.into());
             }
             Err(err) => {

@@ -241,6 +241,7 @@ mod tests {
             created_at: chrono::DateTime::UNIX_EPOCH,
             due_at: chrono::DateTime::UNIX_EPOCH,
             record_outcome: false,
+            site: None,
         };
         assert_eq!(
             summary(&input("42".into())),

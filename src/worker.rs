@@ -51,6 +51,8 @@ pub struct HostedWorker {
     pub db: Db,
     pub metrics: Metrics,
     pub health: Arc<Health>,
+    /// The site identity the activities check (docs/contract.md, "Site identity").
+    pub site: String,
 }
 
 impl HostedWorker {
@@ -116,6 +118,7 @@ impl HostedWorker {
             .register_activities(OutboxActivities {
                 db: self.db.clone(),
                 metrics: self.metrics.clone(),
+                site: self.site.clone(),
             })
             .graceful_shutdown_period(self.config.worker_shutdown_timeout)
             // After a worker dies its sticky queue holds the next task until this expires;

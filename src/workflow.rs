@@ -90,6 +90,7 @@ impl TriggerWorkflow {
             reason,
             error,
             performed: Vec::new(),
+            site: input.site.clone(),
         };
 
         // SPEC §3.1, §5.1: nothing before due time, on a timer that survives restarts.
@@ -244,6 +245,23 @@ async fn record(
 pub struct OutboxActivities {
     pub db: Db,
     pub metrics: Metrics,
+    /// This daemon's site identity (docs/contract.md, "Site identity").
+    pub site: String,
+}
+
+/// A task of another site that shares this namespace and task queue: refused before the
+/// database is touched, and retryable, so that Temporal hands it to another worker (its
+/// own site's, with luck) rather than this one writing into the wrong database.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "outbox row {outbox_id} belongs to site {theirs}, but this daemon serves site {ours}: \
+     each site needs task queues (or a namespace) of its own (docs/contract.md, \"Site \
+     identity\")"
+)]
+pub struct ForeignSite {
+    pub outbox_id: i64,
+    pub theirs: String,
+    pub ours: String,
 }
 
 #[activities]
@@ -254,6 +272,20 @@ impl OutboxActivities {
         ctx: ActivityContext,
         outcome: Outcome,
     ) -> Result<bool, ActivityError> {
+        if let Some(theirs) = outcome.site.as_deref()
+            && theirs != self.site
+        {
+            self.metrics.foreign_site_tasks.inc();
+            let refused = ForeignSite {
+                outbox_id: outcome.outbox_id,
+                theirs: theirs.to_owned(),
+                ours: self.site.clone(),
+            };
+            tracing::error!(error = %refused, "task of another site refused");
+            return Err(refused.into());
+        }
+        // Who calls, as Temporal says (never the input): record_outcome.sql writes only for
+        // the row's own workflow run (README, "Security model").
         let info = ctx.info();
         let workflow_id = info.workflow_id.as_deref().unwrap_or_default();
         let run_id = info.workflow_run_id.as_deref().unwrap_or_default();

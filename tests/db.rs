@@ -24,16 +24,17 @@ fn daemon_db(url: &str) -> Db {
 }
 
 /// A workflow can finish before the relay has marked its row dispatched (a quick firing,
-/// or a relay that died mid-call): its outcome then also records the workflow's id, run id
-/// and dispatch time, which the relay's later mark_dispatched no longer can.
+/// or a relay that died mid-call): its outcome then also records the workflow's run id
+/// and dispatch time, which the relay's later mark_dispatched no longer can. The claim wrote
+/// the workflow's id on the row before the start; any other workflow writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_recorded_on_a_pending_row_names_its_workflow() {
     let db = TestDb::create().await;
     let pg = db.connect().await;
     let (id, uuid): (i64, String) = pg
         .query_one(
-            "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
-             VALUES (1, 1, '7', now()) RETURNING id, firing_uuid::text",
+            "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at, workflow_id)
+             VALUES (1, 1, '7', now(), 'wf-1') RETURNING id, firing_uuid::text",
             &[],
         )
         .await
@@ -48,6 +49,7 @@ async fn an_outcome_recorded_on_a_pending_row_names_its_workflow() {
         reason: None,
         error: None,
         performed: vec![1],
+        site: None,
     };
     // Another firing's workflow (same row id, other uuid) writes nothing.
     let other = daemon
@@ -59,6 +61,12 @@ async fn an_outcome_recorded_on_a_pending_row_names_its_workflow() {
         .await
         .expect("record");
     assert!(!other);
+    // Nor does a workflow that is not the row's, with the row's own input copied.
+    let forged = daemon
+        .record_outcome(&outcome(Some(uuid.clone())), "wf-forged", "run-forged")
+        .await
+        .expect("record");
+    assert!(!forged);
     let applied = daemon
         .record_outcome(&outcome(Some(uuid)), "wf-1", "run-1")
         .await

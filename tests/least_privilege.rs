@@ -106,3 +106,122 @@ async fn daemon_and_commands_run_as_the_least_privileged_login() {
     assert_eq!(db.state_of(pending[0]).await, "cancelled");
     db.drop_db().await;
 }
+
+/// The role may move a row through its lifecycle, never change what the row fires: the
+/// Python worker performs `event.handle(row.user_pk, **row.context)` from the row, so a write
+/// of these columns with stolen relay credentials would make the site act for anyone
+/// (README, "Security model"; sql/schema/0004_column_grants.sql). Each refused write is
+/// tried on its own, as the daemon's login, and every lifecycle column it writes is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_login_cannot_change_what_a_row_fires() {
+    let db = TestDb::create().await;
+    let ids = db.insert_rows(1).await;
+    let id = ids[0];
+    let daemon = connect(&db.url).await;
+    let refused = [
+        "UPDATE trigger_relay_outbox SET user_pk = '1' WHERE id = $1",
+        "UPDATE trigger_relay_outbox SET trigger_id = 99 WHERE id = $1",
+        "UPDATE trigger_relay_outbox SET event_id = 99 WHERE id = $1",
+        "UPDATE trigger_relay_outbox SET context = '{\"admin\": true}' WHERE id = $1",
+        "UPDATE trigger_relay_outbox SET due_at = now() WHERE id = $1",
+        "UPDATE trigger_relay_outbox SET created_at = now() WHERE id = $1",
+        "UPDATE trigger_relay_outbox SET id = id + 1000 WHERE id = $1",
+        "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at)
+         SELECT 1, 1, '1', now() WHERE $1::bigint IS NOT NULL",
+        "SELECT outbox_id FROM trigger_relay_action_ledger WHERE outbox_id = $1",
+        "UPDATE trigger_relay_site SET id = gen_random_uuid() WHERE $1::bigint IS NOT NULL",
+    ];
+    for statement in refused {
+        let error = daemon
+            .execute(statement, &[&id])
+            .await
+            .expect_err(statement);
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{statement}: {error}"
+        );
+    }
+    // What the daemon's statements write (sql/queries/), all at once.
+    let written = daemon
+        .execute(
+            "UPDATE trigger_relay_outbox
+             SET state = 'pending', skip_reason = NULL, attempts = attempts + 1,
+                 last_error = 'x', claimed_by = 'r', claimed_until = now(),
+                 dispatched_at = NULL, finished_at = NULL, replayed_at = now(),
+                 workflow_id = 'w', run_id = NULL, generation = generation + 1,
+                 firing_uuid = coalesce(firing_uuid, gen_random_uuid())
+             WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("the lifecycle columns");
+    assert_eq!(written, 1);
+    let site: String = daemon
+        .query_one("SELECT id::text FROM trigger_relay_site", &[])
+        .await
+        .expect("the site identity")
+        .get(0);
+    assert_eq!(site.len(), 36, "{site}");
+    db.drop_db().await;
+}
+
+/// Retention deletes finished rows with their ledger rows (ON DELETE CASCADE), although the
+/// role no longer reads the ledger: PostgreSQL runs the cascade with the ledger owner's
+/// rights. Through the daemon's own command-line path, as its login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_ledger_rows_without_reading_the_ledger() {
+    let db = TestDb::create().await;
+    let pg = db.connect().await;
+    let id: i64 = pg
+        .query_one(
+            "INSERT INTO trigger_relay_outbox (event_id, trigger_id, user_pk, due_at, state,
+                                               finished_at)
+             VALUES (1, 1, '7', now(), 'done', now() - interval '40 days') RETURNING id",
+            &[],
+        )
+        .await
+        .expect("a finished row")
+        .get(0);
+    pg.execute(
+        "INSERT INTO trigger_relay_action_ledger (outbox_id, action_id, generation,
+                                                  idempotency_key)
+         VALUES ($1, 1, 0, 'k')",
+        &[&id],
+    )
+    .await
+    .expect("its ledger row");
+    let temporal = TemporalServer::start().await;
+    let relay = RelayProcess::spawn(
+        &db.url,
+        &temporal.address(),
+        &[
+            ("TRIGGER_RELAY_RETENTION", "30d"),
+            ("TRIGGER_RELAY_RETENTION_INTERVAL", "1s"),
+        ],
+    );
+    relay.wait_ready().await;
+    wait_for(
+        "retention deleted the row",
+        Duration::from_secs(30),
+        || async {
+            let left: i64 = pg
+                .query_one(
+                    "SELECT (SELECT count(*) FROM trigger_relay_outbox)
+                      + (SELECT count(*) FROM trigger_relay_action_ledger)",
+                    &[],
+                )
+                .await
+                .expect("count")
+                .get(0);
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        relay.metric("trigger_relay_retention_deleted_total").await,
+        1.0
+    );
+    drop(relay);
+    db.drop_db().await;
+}

@@ -127,7 +127,7 @@ async fn periodic_statements_stay_small_on_a_million_rows() {
         ),
         (
             "claim.sql",
-            "(100, 'replica', 60)".to_owned(),
+            "(100, 'replica', 60, 'trigger-outbox')".to_owned(),
             "trigger_relay_outbox_pending_idx",
         ),
     ];

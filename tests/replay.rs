@@ -89,6 +89,7 @@ impl CarelessTriggerWorkflow {
             reason: firing.reason,
             error: None,
             performed: firing.performed,
+            site: input.site,
         })
     }
 }

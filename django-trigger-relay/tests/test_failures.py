@@ -76,9 +76,14 @@ TOO_LONG_TITLE = "x" * 200
 def fire(
     user: Any, name: str = "Failing firing", *, task_title: str = "Ship it"
 ) -> tuple[OutboxRow, TaskCompletedEvent]:
+    """A fired row as the relay's claim leaves it: naming its workflow, here the one
+    ``ActivityEnvironment`` runs activities for."""
     event = make_trigger(name)
     with transaction.atomic():
         event.fire_single(user.pk, task_id=1, task_title=task_title, task_important=False)
+    OutboxRow.objects.filter(event_id=event.pk).update(
+        workflow_id=ActivityEnvironment().info.workflow_id
+    )
     return OutboxRow.objects.get(event_id=event.pk), event
 
 

@@ -34,6 +34,9 @@ from tests_support.site_venv import SiteVenv
 from tests_support.site_venv import Wheelhouse
 from tests_support.site_venv import run
 
+from trigger_relay.schema import schema_files
+from trigger_relay.schema import version_of
+
 pytestmark = [pytest.mark.e2e, pytest.mark.installed]
 
 #: A Redis database of its own (the add-on's tests use 11, the bench 12).
@@ -201,9 +204,9 @@ def test_a_firing_on_each_route_is_performed_from_the_installed_packages(
 
         status, body = _get(f"http://{metrics}/metrics")
         assert status == 200
-        assert (
-            f'trigger_relay_build_info{{schema_version="3",version="{wheels.version}"}} 1' in body
-        ), body
+        schema = max(version_of(path) for path in schema_files())
+        build_info = f'schema_version="{schema}",version="{wheels.version}"'
+        assert f"trigger_relay_build_info{{{build_info}}} 1" in body, body
         outbox = json.loads(
             run(
                 [site.venv.bin("trigger-relay"), "status", "--json"],

@@ -21,10 +21,13 @@ pytestmark = pytest.mark.django_db
 
 
 def fired_row(user: Any) -> OutboxRow:
+    """A fired row as the relay's claim leaves it: naming the workflow it starts."""
     event = make_trigger("Recorded by perform")
     with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal"):
         event.fire_single(user.pk, task_id=1, task_title="Ship it", task_important=False)
-    return OutboxRow.objects.get(event_id=event.pk)
+    row = OutboxRow.objects.get(event_id=event.pk)
+    OutboxRow.objects.filter(pk=row.pk).update(workflow_id=f"trigger-outbox-{row.pk}-g0")
+    return row
 
 
 def recorder_of(row: OutboxRow, generation: int | None = None) -> OutcomeRecorder:

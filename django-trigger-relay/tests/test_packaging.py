@@ -134,8 +134,3 @@ def test_the_unpacked_wheel_reads_its_own_files(artifacts: Artifacts, tmp_path: 
     )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) == len(list((REPO_ROOT / "sql" / "schema").glob("*.sql")))
-
-
-def test_statement_refuses_a_name_that_is_not_listed() -> None:
-    with pytest.raises(ValueError, match="'claim' is not one of"):
-        queries.statement("claim")  # type: ignore[arg-type]

@@ -4,6 +4,10 @@
 -- transaction commits, and hands it back if this replica dies before recording the outcome.
 -- The context is read as text and carried to the workflow verbatim (exact numbers, any
 -- depth); timestamps are decoded one row at a time, so one undecodable row fails alone.
+-- The claim also writes the id of the workflow it is about to start ($4 is the prefix;
+-- `{prefix}-{id}-g{generation}-{firing_uuid}`, or without the uuid for rows from before
+-- schema version 3): the row knows its workflow before that workflow runs, and the
+-- activities refuse a caller that is not it (README, "Security model").
 WITH claimable AS (
     SELECT id
     FROM trigger_relay_outbox
@@ -16,8 +20,11 @@ WITH claimable AS (
 UPDATE trigger_relay_outbox AS o
 SET claimed_by = $2,
     claimed_until = now() + make_interval(secs => $3),
-    attempts = o.attempts + 1
+    attempts = o.attempts + 1,
+    workflow_id = $4 || '-' || o.id || '-g' || o.generation
+                  || coalesce('-' || o.firing_uuid::text, '')
 FROM claimable
 WHERE o.id = claimable.id
 RETURNING o.id, o.generation, o.firing_uuid::text AS firing_uuid, o.event_id, o.trigger_id,
-          o.user_pk, o.context::text AS context, o.created_at, o.due_at, o.attempts
+          o.user_pk, o.context::text AS context, o.created_at, o.due_at, o.attempts,
+          o.workflow_id

@@ -27,7 +27,7 @@ use crate::outbox::{ClaimedRow, Outcome, State, UndecodableRow};
 use tls::{MakeRustlsConnect, TlsError, TlsSettings};
 
 /// The outbox schema version this build reads and writes (sql/schema/).
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 7;
 
 mod sql {
     pub const SCHEMA_VERSION: &str = include_str!("../../sql/queries/schema_version.sql");
@@ -50,6 +50,7 @@ mod sql {
     pub const RECONCILE_FAIL: &str = include_str!("../../sql/queries/reconcile_fail.sql");
     pub const DISPATCHED_OVERDUE: &str = include_str!("../../sql/queries/dispatched_overdue.sql");
     pub const TRIGGER_NAMES: &str = include_str!("../../sql/queries/trigger_names.sql");
+    pub const SITE_ID: &str = include_str!("../../sql/queries/site_id.sql");
 }
 
 pub const NOTIFY_CHANNEL: &str = "trigger_relay_outbox";
@@ -106,6 +107,11 @@ pub enum DbError {
         expected: i32,
         hint: &'static str,
     },
+    #[error(
+        "trigger_relay_site holds {rows} rows, not one: restore its row (schema version 7 \
+         creates it) or set TRIGGER_RELAY_SITE"
+    )]
+    SiteMissing { rows: usize },
 }
 
 impl DbError {
@@ -395,13 +401,24 @@ impl Db {
         }
     }
 
-    /// Claims up to `batch_size` rows. Each comes back decoded, or as the undecodable row it
-    /// is (the caller fails it alone), oldest first.
+    /// The site identity of this database (`trigger_relay_site`, schema version 7).
+    pub async fn site_id(&self) -> Result<String, DbError> {
+        let rows = self.rows("site_id", sql::SITE_ID, &[]).await?;
+        match rows.as_slice() {
+            [row] => column(row, "site_id", "id"),
+            _ => Err(DbError::SiteMissing { rows: rows.len() }),
+        }
+    }
+
+    /// Claims up to `batch_size` rows and writes on each the id of the workflow it is about
+    /// to start (`workflow_id_prefix`, sql/queries/claim.sql). Each comes back decoded, or as
+    /// the undecodable row it is (the caller fails it alone), oldest first.
     pub async fn claim(
         &self,
         batch_size: i64,
         replica: &str,
         lease: Duration,
+        workflow_id_prefix: &str,
     ) -> Result<Vec<Result<ClaimedRow, UndecodableRow>>, DbError> {
         let lease = lease.as_secs_f64();
         let rows = self
@@ -412,6 +429,7 @@ impl Db {
                     (&batch_size, Type::INT8),
                     (&replica, Type::TEXT),
                     (&lease, Type::FLOAT8),
+                    (&workflow_id_prefix, Type::TEXT),
                 ],
             )
             .await?;
@@ -891,6 +909,9 @@ fn decode_claimed(row: &Row, id: i64, generation: i32) -> Result<ClaimedRow, Und
             .map_err(|e| bad("created_at", e))?,
         due_at: row.try_get("due_at").map_err(|e| bad("due_at", e))?,
         attempts: row.try_get("attempts").map_err(|e| bad("attempts", e))?,
+        workflow_id: row
+            .try_get("workflow_id")
+            .map_err(|e| bad("workflow_id", e))?,
     })
 }
 

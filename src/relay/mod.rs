@@ -46,6 +46,8 @@ pub struct Relay {
     pub search_attributes: Arc<Registry>,
     /// Trigger names are not looked up before this (see [`TRIGGER_NAMES_PAUSE`]).
     pub trigger_names_paused_until: std::sync::Mutex<Option<Instant>>,
+    /// The site identity written into every workflow input (docs/contract.md).
+    pub site: String,
 }
 
 /// Why a drain stopped early; the loop backs off before the next one.
@@ -151,7 +153,12 @@ impl Relay {
             }
             let claimed = self
                 .db
-                .claim(batch_size, &self.replica, self.config.lease)
+                .claim(
+                    batch_size,
+                    &self.replica,
+                    self.config.lease,
+                    &self.config.temporal.workflow_id_prefix,
+                )
                 .await;
             self.health.record_postgres(&claimed);
             let rows = claimed?;
@@ -303,8 +310,8 @@ impl Relay {
         stop: &AtomicBool,
         cancel: &CancellationToken,
     ) -> Result<Dispatched, DbError> {
-        let workflow_id = row.workflow_id(&self.config.temporal.workflow_id_prefix);
-        let input = match row.workflow_input(self.config.max_input_bytes) {
+        let workflow_id = row.workflow_id.clone();
+        let input = match row.workflow_input(self.config.max_input_bytes, &self.site) {
             Ok(input) => input,
             Err(bad) => {
                 let error = format!("bad payload: {bad}");

@@ -42,7 +42,14 @@ from temporalio.exceptions import TemporalError
 from trigger_relay import conf
 from trigger_relay import metrics
 from trigger_relay import outcome
+from trigger_relay.perform import Caller
+from trigger_relay.perform import NotYetDispatched
+from trigger_relay.perform import NotYetDue
+from trigger_relay.perform import RowFinished
 from trigger_relay.perform import where_raised
+from trigger_relay.site import ForeignSite
+from trigger_relay.site import SiteUnknown
+from trigger_relay.site import check_site
 
 PERFORM_FIRING = "trigger_relay.perform_firing"
 
@@ -74,12 +81,24 @@ def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
         activity.logger.info(
             "perform firing of outbox row %s (attempt %s)", outbox_id, info.attempt
         )
+        # Who calls, as Temporal says: only the row's own workflow run may perform it.
+        caller = Caller(info.workflow_id or "", info.workflow_run_id or "")
         try:
+            check_site(firing)
             with _heartbeating():
-                recorder = outcome.recorder_for(
-                    firing, info.workflow_id or "", info.workflow_run_id or ""
-                )
-                result = outcome.perform_and_record(firing, recorder)
+                recorder = outcome.recorder_for(firing, caller.workflow_id, caller.run_id)
+                result = outcome.perform_and_record(firing, recorder, caller)
+        except (ForeignSite, SiteUnknown, NotYetDispatched) as exc:
+            # Not this worker's, or not yet: retried (the attempt performed nothing).
+            activity.logger.error("perform firing of outbox row %s: %s", outbox_id, exc)
+            raise ApplicationError(str(exc), non_retryable=False) from None
+        except NotYetDue as exc:
+            activity.logger.warning("perform firing of outbox row %s: %s", outbox_id, exc)
+            raise ApplicationError(
+                str(exc), non_retryable=False, next_retry_delay=exc.wait
+            ) from None
+        except RowFinished as exc:
+            raise ApplicationError(str(exc), non_retryable=True) from None
         except TemporalError as exc:
             # The SDK's own (a cancellation), or an ApplicationError the site raised to
             # decide retries itself: as raised.

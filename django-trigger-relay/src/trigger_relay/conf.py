@@ -320,3 +320,17 @@ def workflows_query_url(query: str) -> str | None:
         return None
     namespace = urllib.parse.quote(temporal_namespace(), safe="")
     return f"{base}/namespaces/{namespace}/workflows?query={urllib.parse.quote(query, safe='')}"
+
+
+#: The site identity (docs/contract.md, "Site identity"): the environment wins, as for the
+#: daemon, which reads the same variable.
+SITE: Final = "TRIGGER_RELAY_SITE"
+
+
+def site_setting() -> str | None:
+    """``TRIGGER_RELAY_SITE`` from the environment, else Django settings; None when unset or
+    blank (the database's ``trigger_relay_site`` row is the identity then)."""
+    for value in (os.environ.get(SITE), getattr(settings, SITE, None)):
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None

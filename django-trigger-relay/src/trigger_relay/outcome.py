@@ -30,6 +30,7 @@ from trigger_relay import queries
 from trigger_relay.models import OutboxRow
 
 if TYPE_CHECKING:
+    from trigger_relay.perform import Caller
     from trigger_relay.perform import FiringResult
 
 
@@ -77,7 +78,14 @@ class OutcomeRecorder:
             cursor.execute(
                 queries.statement("outcome_held"),
                 queries.parameters(
-                    [self.outbox_id, self.generation, state, skip_reason, self.firing_uuid]
+                    [
+                        self.outbox_id,
+                        self.generation,
+                        state,
+                        skip_reason,
+                        self.firing_uuid,
+                        self.workflow_id,
+                    ]
                 ),
             )
             return cursor.fetchone() is not None
@@ -109,16 +117,19 @@ def record_in_transaction(state: str, skip_reason: str | None) -> bool:
     return recorder is not None and recorder(state, skip_reason)
 
 
-def perform_and_record(firing: dict[str, Any], recorder: OutcomeRecorder | None) -> FiringResult:
-    """:func:`trigger_relay.perform.perform`, with the outcome on the row when it returns:
-    ``done`` from inside the actions' transaction, any other outcome (a skip, a replay of a
-    finished row) right after, on its own. Nothing is recorded when ``perform`` raises: the
-    attempt rolled back, and the workflow retries it or records the failure."""
+def perform_and_record(
+    firing: dict[str, Any], recorder: OutcomeRecorder | None, caller: Caller | None = None
+) -> FiringResult:
+    """:func:`trigger_relay.perform.perform` on behalf of ``caller``, with the outcome on the
+    row when it returns: ``done`` from inside the actions' transaction, any other outcome (a
+    skip, a replay of a finished row) right after, on its own. Nothing is recorded when
+    ``perform`` raises: the attempt rolled back, and the workflow retries it or records the
+    failure."""
     from trigger_relay.perform import perform
 
     token = _RECORDER.set(recorder)
     try:
-        result = perform(firing)
+        result = perform(firing, caller)
     finally:
         _RECORDER.reset(token)
     if recorder is not None and not result.recorded:

@@ -18,7 +18,10 @@ stays in force, see :mod:`trigger_relay.hooks`), and where they reach dj-trigger
 
 What is performed is read from the outbox row: the workflow input finds the row (id,
 generation, firing uuid) and must agree with it, so whoever can start workflows in the
-namespace cannot run a trigger for a user with a context of their choosing.
+namespace cannot run a trigger for a user with a context of their choosing. The activity
+also names its :class:`Caller` (the workflow run, as Temporal tells it): only the row's own
+workflow, whose id the relay's claim wrote on the row, may perform it, only while the row is
+pending or dispatched, and not before its due time (README, "Security model").
 
 Raising: the transaction rolled back, nothing of the attempt committed; the exception
 carries where in the firing it was raised (:func:`where_raised`), and
@@ -35,6 +38,7 @@ from collections.abc import Iterator
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -46,6 +50,7 @@ from django.db import transaction
 from django.db.models import OuterRef
 from django.db.models import Subquery
 from django.db.models import signals
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from trigger_relay import conf
@@ -64,11 +69,51 @@ IDEMPOTENCY_KEY = "trigger_relay_idempotency_key"
 #: without reaching dj-triggers' own (and so without performing anything).
 NOT_HANDLED = "not_handled"
 
+#: Skip reason when the calling workflow is not the row's own: another workflow in the
+#: namespace, started by hand with a copied input or under the row's workflow id after its
+#: run was terminated. Nothing is performed, and nothing is written on the row (the outcome
+#: writes are guarded by the workflow id and run id too, sql/queries/record_outcome.sql).
+WORKFLOW_MISMATCH = "workflow_mismatch"
+
+#: How early, by the database's clock, a firing may be performed: the workflow's timer runs
+#: on the Temporal server's clock, the due time is the database's. A call earlier than this
+#: is retried at the due time (:class:`NotYetDue`). docs/contract.md, "perform_firing".
+CLOCK_SKEW = timedelta(seconds=5)
+
 #: Attribute that :func:`mark` sets on an exception: where in the firing it was raised.
 #: ``None``: in the relay's own steps (nothing to name).
 _WHERE = "_trigger_relay_where"
 #: Where an exception raised by the commit of the firing's transaction comes from.
 COMMIT_PHASE = "the commit of the firing's transaction or a transaction.on_commit callback"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The workflow run that asks for a firing, as Temporal tells the activity
+    (``activity.info()``), never as its input says."""
+
+    workflow_id: str
+    run_id: str
+
+
+class NotYetDispatched(Exception):
+    """The row names no workflow yet (claimed by a relay of a release before schema version
+    4, whose start was not recorded yet): retried until the relay records it."""
+
+
+class NotYetDue(Exception):
+    """Called before the row's due time (beyond :data:`CLOCK_SKEW`): retried then."""
+
+    def __init__(self, outbox_id: int, due_at: Any, wait: timedelta) -> None:
+        super().__init__(
+            f"outbox row {outbox_id} is due at {due_at.isoformat()}, in "
+            f"{wait.total_seconds():.1f}s by the database's clock: not performed before"
+        )
+        self.wait = wait
+
+
+class RowFinished(Exception):
+    """The row is ``failed``: it is performed again only by a replay, never by a workflow."""
 
 
 @dataclass
@@ -182,8 +227,10 @@ def _input_matches(firing: dict[str, Any], row: dict[str, Any]) -> bool:
         return False
 
 
-def perform(firing: dict[str, Any]) -> FiringResult:
-    """SPEC §3.2-3.4, §3.7 for the firing that the workflow input ``firing`` names."""
+def perform(firing: dict[str, Any], caller: Caller | None = None) -> FiringResult:
+    """SPEC §3.2-3.4, §3.7 for the firing that the workflow input ``firing`` names, on behalf
+    of ``caller`` (the activity always names it; None only where no workflow is involved,
+    e.g. a test of dj-triggers' semantics)."""
     from triggers.models import Activity
     from triggers.models import Event
     from triggers.models import Trigger
@@ -205,17 +252,23 @@ def perform(firing: dict[str, Any]) -> FiringResult:
                 .filter(pk=OuterRef("event_id"))
                 .values("polymorphic_ctype_id")[:1]
             ),
+            database_now=Now(),
         )
         .values(
             "state",
+            "skip_reason",
             "generation",
             "firing_uuid",
             "event_id",
             "trigger_id",
             "user_pk",
             "context",
+            "due_at",
+            "workflow_id",
+            "run_id",
             "ledger",
             "event_type",
+            "database_now",
         )
         .first()
     )
@@ -231,10 +284,19 @@ def perform(firing: dict[str, Any]) -> FiringResult:
         # this workflow was started for another firing that had this id, and the row now
         # belongs to a firing of its own (which has its own workflow). Nothing of it is ours.
         return FiringResult.skipped("firing_mismatch")
+    if caller is not None and not _is_rows_workflow(row, caller):
+        return FiringResult.skipped(WORKFLOW_MISMATCH)
     if not _input_matches(firing, row):
         # SPEC §3.7: the row is the firing; an input that names another event, trigger or
         # user was not written by the relay from this row. Perform nothing for anyone.
         return FiringResult.skipped("input_mismatch")
+    if caller is not None:
+        finished = _finished(outbox_id, row)
+        if finished is not None:
+            return finished
+        wait = row["due_at"] - CLOCK_SKEW - row["database_now"]
+        if wait > timedelta(0):
+            raise NotYetDue(outbox_id, row["due_at"], wait + CLOCK_SKEW)
     context = row["context"]
     if not isinstance(context, dict):
         raise ValueError(
@@ -291,6 +353,37 @@ def perform(firing: dict[str, Any]) -> FiringResult:
     if performing.result is not None:
         return performing.result
     return FiringResult.skipped(performing.reason or NOT_HANDLED, already)
+
+
+def _is_rows_workflow(row: dict[str, Any], caller: Caller) -> bool:
+    """Whether ``caller`` is the row's own workflow run: the workflow id the relay's claim
+    wrote on the row before starting it, and the run id once the relay recorded it (a
+    workflow started under the row's id after its run was terminated has another).
+    Raises :class:`NotYetDispatched` while the row names no workflow yet."""
+    if row["workflow_id"] is None:
+        raise NotYetDispatched(
+            "the outbox row names no workflow yet (claimed by a relay of an earlier release); "
+            "retried until the relay records its start"
+        )
+    return row["workflow_id"] == caller.workflow_id and row["run_id"] in (None, caller.run_id)
+
+
+def _finished(outbox_id: int, row: dict[str, Any]) -> FiringResult | None:
+    """For a row that is no longer pending or dispatched: what it holds, performing
+    nothing. ``done`` and ``skipped`` were recorded by an earlier attempt of this workflow
+    whose result was lost (the worker killed after the commit); a ``failed`` row is
+    performed again only through a replay (a new generation, a new workflow)."""
+    state = row["state"]
+    if state == OutboxRow.State.DONE:
+        return FiringResult(outcome="done", already_performed=sorted(row["ledger"] or ()))
+    if state == OutboxRow.State.SKIPPED:
+        return FiringResult.skipped(row["skip_reason"] or "unspecified")
+    if state == OutboxRow.State.FAILED:
+        raise RowFinished(
+            f"outbox row {outbox_id} is failed: a workflow does not perform it again; "
+            f"replay it (trigger-relay replay --id {outbox_id})"
+        )
+    return None
 
 
 def _event_of(event_model: Any, content_type_id: int | None, event_id: int) -> Any:
