@@ -171,8 +171,8 @@ pub struct FiringResult {
     /// `done` or `skipped`; anything else is recorded as a failure of the worker.
     pub outcome: String,
     /// For `skipped`: trigger_deleted, trigger_disabled, no_actions, event_deleted,
-    /// user_filtered_out, condition_false, cancelled, superseded, firing_mismatch,
-    /// input_mismatch.
+    /// user_filtered_out, condition_false, cancelled, not_handled, superseded,
+    /// firing_mismatch, input_mismatch, workflow_mismatch.
     pub reason: Option<String>,
     /// Action ids performed by this run.
     #[serde(default)]

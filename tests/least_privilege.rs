@@ -225,3 +225,71 @@ async fn retention_deletes_ledger_rows_without_reading_the_ledger() {
     drop(relay);
     db.drop_db().await;
 }
+
+/// One `trigger_relay_daemon` role serves every database of a cluster, and `CONNECT` is
+/// granted to `PUBLIC` by default: another site's relay login (staging's) reaches this
+/// site's outbox with the same privileges. The README's "Security model" SQL, run as it is
+/// written there (database and login names put in), shuts it out and keeps this site's
+/// relay login in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_connect_keeps_another_sites_relay_login_out() {
+    const PRODUCTION_RELAY: &str = "trigger_relay_test_production_relay";
+    let production = TestDb::create().await;
+    let staging_login = production.url.clone(); // DAEMON_LOGIN: a member of the role
+    let admin = connect(&production.admin_url).await;
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PRODUCTION_RELAY}') THEN
+                     CREATE ROLE {PRODUCTION_RELAY} LOGIN IN ROLE trigger_relay_daemon;
+                 END IF;
+             END $$"
+        ))
+        .await
+        .expect("production's relay login");
+    let ids = production.insert_rows(1).await;
+
+    // By default, staging's relay login moves production's rows.
+    let reached = connect(&staging_login)
+        .await
+        .execute(
+            "UPDATE trigger_relay_outbox SET state = 'cancelled' WHERE id = $1",
+            &[&ids[0]],
+        )
+        .await
+        .expect("the default lets another site's login in");
+    assert_eq!(reached, 1);
+
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let sql = readme
+        .split("```sql")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.contains("REVOKE CONNECT"))
+        .expect("the README's REVOKE CONNECT block")
+        .replace("production_site, production_relay", PRODUCTION_RELAY)
+        .replace(
+            "DATABASE production",
+            &format!("DATABASE {}", production.name),
+        );
+    admin.batch_execute(&sql).await.expect("the README's SQL");
+
+    let refused = tokio_postgres::connect(&staging_login, tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("staging's relay login is refused");
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{refused}"
+    );
+    let own = production.url.replace(DAEMON_LOGIN, PRODUCTION_RELAY);
+    let rows: i64 = connect(&own)
+        .await
+        .query_one("SELECT count(*) FROM trigger_relay_outbox", &[])
+        .await
+        .expect("production's relay login still reads its outbox")
+        .get(0);
+    assert_eq!(rows, 1);
+    production.drop_db().await;
+}
