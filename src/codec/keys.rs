@@ -101,7 +101,10 @@ pub fn read(path: &Path) -> Result<Keys, KeyFileError> {
     Ok(keys)
 }
 
-/// The keys of a key file's text; an error is (line number, what is wrong with it).
+/// The keys of a key file's text; an error is (line number, what is wrong with it). A line
+/// that does not parse is never quoted: it may be a key pasted without its id (a key's
+/// base64 padding is an `=` too), so only an id that parsed, before a key that decoded, is
+/// named.
 pub fn parse(text: &str) -> Result<Keys, (usize, String)> {
     let mut keys: Keys = Vec::new();
     for (index, line) in text.lines().enumerate() {
@@ -110,30 +113,29 @@ pub fn parse(text: &str) -> Result<Keys, (usize, String)> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((id, encoded)) = line.split_once('=') else {
-            return Err((number, "not `<key id>=<base64 of 32 bytes>`".into()));
-        };
+        let not_a_key_line = || (number, "not `<key id>=<base64 of 32 bytes>`".to_owned());
+        let (id, encoded) = line.split_once('=').ok_or_else(not_a_key_line)?;
         let (id, encoded) = (id.trim(), encoded.trim());
+        if encoded.trim_matches('=').is_empty() {
+            return Err(not_a_key_line());
+        }
         if !valid_key_id(id) {
             return Err((
                 number,
-                format!(
-                    "key id {id:?} is not 1 to 64 letters, digits, '.', '_' or '-' (it is \
-                     stored, unencrypted, in every payload)"
-                ),
+                "the key id is not 1 to 64 letters, digits, '.', '_' or '-' (it is stored, \
+                 unencrypted, in every payload)"
+                    .to_owned(),
             ));
-        }
-        if keys.iter().any(|(seen, _)| seen == id) {
-            return Err((number, format!("key id {id:?} appears twice")));
         }
         let key = STANDARD.decode(encoded).map_err(|_| {
             (
                 number,
-                format!(
-                    "the key of {id:?} is not base64 (generate one with `openssl rand -base64 32`)"
-                ),
+                "the key is not base64 (generate one with `openssl rand -base64 32`)".to_owned(),
             )
         })?;
+        if keys.iter().any(|(seen, _)| seen == id) {
+            return Err((number, format!("key id {id:?} appears twice")));
+        }
         let key: [u8; KEY_BYTES] = key.as_slice().try_into().map_err(|_| {
             (
                 number,
@@ -182,10 +184,13 @@ mod tests {
                 1,
                 "not `<key id>=<base64 of 32 bytes>`".to_owned(),
             ),
+            // A key pasted without its id: its padding is no separator.
+            (A.to_owned(), 1, "not `<key id>=".to_owned()),
+            (short.to_owned(), 1, "not `<key id>=".to_owned()),
             (
                 format!("a b={A}"),
                 1,
-                "key id \"a b\" is not 1 to 64".to_owned(),
+                "the key id is not 1 to 64".to_owned(),
             ),
             (
                 format!("a={A}\na={A}"),
@@ -195,7 +200,7 @@ mod tests {
             (
                 "# c\na=not base64!".to_owned(),
                 2,
-                "the key of \"a\" is not base64".to_owned(),
+                "the key is not base64".to_owned(),
             ),
             (
                 format!("a={short}"),
