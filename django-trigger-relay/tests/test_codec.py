@@ -143,9 +143,7 @@ def test_the_worker_refuses_to_start_with_bad_keys(tmp_path: Path) -> None:
             WorkerSettings.from_env(environ)
 
 
-def test_django_settings_configure_the_keys_and_the_environment_wins(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_django_settings_configure_the_keys_and_the_environment_wins(tmp_path: Path) -> None:
     good = key_file(tmp_path, f"a={b64(KEY_A)}\nb={b64(KEY_B)}", "good")
     from_django = WorkerSettings.from_django(
         {}, _Settings(TRIGGER_RELAY_CODEC_KEYS_FILE=good, TRIGGER_RELAY_CODEC_CURRENT_KEY_ID="a")
