@@ -185,6 +185,44 @@ pub struct TemporalConfig {
         default_value = "trigger-outbox"
     )]
     pub workflow_id_prefix: String,
+    /// Payload encryption: every command that talks to Temporal encrypts and decrypts with
+    /// the same keys.
+    #[command(flatten)]
+    pub codec: CodecConfig,
+}
+
+/// Payload encryption keys (src/codec/, docs/operations.md "Encrypting payloads"). The
+/// Python worker reads the same two variables.
+#[derive(Debug, Clone, Args)]
+pub struct CodecConfig {
+    /// File of payload encryption keys, one `<key id>=<base64 of 32 bytes>` per line (keys
+    /// live in files, never in flags). Set with TRIGGER_RELAY_CODEC_CURRENT_KEY_ID, every
+    /// payload sent to Temporal (workflow input with the context, memo, activity inputs and
+    /// results, failure messages) is AES-256-GCM encrypted, in the format of Temporal's
+    /// encryption samples; any key of the file decrypts.
+    #[arg(long, env = "TRIGGER_RELAY_CODEC_KEYS_FILE")]
+    pub codec_keys_file: Option<PathBuf>,
+    /// Id of the key of TRIGGER_RELAY_CODEC_KEYS_FILE that encrypts; the others only decrypt
+    /// (key rotation: add the new key, make it current, keep the old ones while firings
+    /// encrypted with them may still run).
+    #[arg(long, env = "TRIGGER_RELAY_CODEC_CURRENT_KEY_ID")]
+    pub codec_current_key_id: Option<String>,
+}
+
+/// The codec endpoint on the HTTP port: POST /codec/decode and /codec/encode for the
+/// `temporal` CLI and the Temporal UI (src/codec/server.rs). Off unless a token is set.
+#[derive(Debug, Clone, Args)]
+pub struct CodecServerConfig {
+    /// File holding the bearer token that callers of /codec/decode and /codec/encode must
+    /// send (`Authorization: Bearer <token>`; at least 16 characters). Setting it turns the
+    /// endpoint on; it needs the codec keys.
+    #[arg(long, env = "TRIGGER_RELAY_CODEC_SERVER_TOKEN_FILE")]
+    pub codec_server_token_file: Option<PathBuf>,
+    /// Origin of the Temporal UI allowed to call the codec endpoint from a browser (CORS),
+    /// e.g. https://cloud.temporal.io or http://localhost:8233; requests from any other
+    /// origin are refused. Unset: no browser may call it (the CLI sends no origin).
+    #[arg(long, env = "TRIGGER_RELAY_CODEC_CORS_ORIGIN")]
+    pub codec_cors_origin: Option<String>,
 }
 
 impl std::fmt::Debug for TemporalConfig {
@@ -203,6 +241,7 @@ impl std::fmt::Debug for TemporalConfig {
             .field("temporal_tls_key", &self.temporal_tls_key)
             .field("temporal_tls_server_name", &self.temporal_tls_server_name)
             .field("workflow_id_prefix", &self.workflow_id_prefix)
+            .field("codec", &self.codec)
             .finish()
     }
 }
@@ -369,6 +408,16 @@ pub struct RunConfig {
     #[arg(long, env = "TRIGGER_RELAY_LISTEN_LIVENESS", default_value = "15s",
           value_parser = humantime::parse_duration)]
     pub listen_liveness: Duration,
+    /// Put the user pk and the trigger's name in each workflow's memo, search attributes
+    /// (UserPk, TriggerName) and summary, where the Temporal UI and `temporal workflow list`
+    /// show them. Search attributes and summaries are never encrypted: `false` keeps this
+    /// personal data out of Temporal's visibility (firings are then found by outbox id,
+    /// trigger id and event id).
+    #[arg(long, env = "TRIGGER_RELAY_VISIBILITY_PERSONAL_DATA", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub visibility_personal_data: bool,
+    #[command(flatten)]
+    pub codec_server: CodecServerConfig,
     /// Testing only: make the named task (relay, listener, stats, retention) panic once the
     /// daemon runs, to prove that a dead task ends the process.
     #[arg(long, env = "TRIGGER_RELAY_TEST_PANIC_TASK", hide = true)]

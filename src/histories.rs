@@ -10,6 +10,9 @@ use temporalio_client::{
     Client, NamespacedClient, WorkflowExecutionInfo, WorkflowFetchHistoryOptions, WorkflowHistory,
     WorkflowListOptions,
 };
+use temporalio_common::data_converters::{SerializationContextData, WorkflowSerializationContext};
+use temporalio_common::payload_visitor::decode_payloads;
+use temporalio_common::protos::temporal::api::history::v1::History;
 use temporalio_sdk::workflow_replayer::{
     WorkflowReplayResult, WorkflowReplayer, WorkflowReplayerOptions,
 };
@@ -96,9 +99,21 @@ pub async fn fetch_recent(
             .bind_untyped(client.clone())
             .fetch_history(WorkflowFetchHistoryOptions::default());
         // Materialize now so a fetch error names its workflow.
-        let json = history
-            .to_json()
+        let events = history
+            .into_events()
             .await
+            .map_err(|e| HistoryError::Fetch(format!("{name}: {e}")))?;
+        // Decrypted with the client's keys (src/codec/), if any: the replayer's own data
+        // converter has none, and `--save-dir` writes what an operator can read.
+        let mut history = History { events };
+        decode_payloads(
+            &mut history,
+            client.data_converter().codec(),
+            &SerializationContextData::Workflow(WorkflowSerializationContext::new()),
+        )
+        .await
+        .map_err(|e| HistoryError::Fetch(format!("{name}: cannot decode: {e}")))?;
+        let json = serde_json::to_vec(&history)
             .map_err(|e| HistoryError::Fetch(format!("{name}: {e}")))?;
         histories.push((name, json));
     }

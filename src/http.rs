@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 
+use crate::codec::server::CodecServer;
 use crate::error::Error;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -20,11 +21,13 @@ struct AppState {
     health: Arc<Health>,
 }
 
-/// Binds at once (so a taken port fails the start) and serves until `cancel`.
+/// Binds at once (so a taken port fails the start) and serves until `cancel`; with
+/// `codec`, also POST /codec/decode and /codec/encode (src/codec/server.rs).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
     health: Arc<Health>,
+    codec: Option<CodecServer>,
     cancel: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -35,6 +38,10 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(AppState { metrics, health });
+    let app = match codec {
+        Some(codec) => app.merge(codec.router()),
+        None => app,
+    };
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)

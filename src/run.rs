@@ -11,6 +11,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::codec::{self, server::CodecServer};
 use crate::config::RunConfig;
 use crate::db::{Db, DbError, PgTarget};
 use crate::error::Error;
@@ -21,6 +22,16 @@ use crate::{http, shutdown, temporal, worker};
 
 pub async fn run(config: RunConfig) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
+    // Keys and the codec endpoint's token are checked before anything runs: a daemon told to
+    // encrypt never starts without its keys (src/codec/).
+    let codec = config
+        .temporal
+        .codec
+        .load()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let codec_server = CodecServer::from_config(&config.codec_server, codec.clone())
+        .map_err(|e| Error::Config(e.to_string()))?;
+    codec::log_status(codec.as_deref(), config.visibility_personal_data);
     let config = Arc::new(config);
     let replica = config.replica_name();
     let cancel = shutdown::on_signals()?;
@@ -30,6 +41,7 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         config.metrics_addr,
         metrics.clone(),
         health.clone(),
+        codec_server,
         cancel.clone(),
     )
     .await?;
@@ -344,7 +356,10 @@ async fn connect_temporal(
                 health.set_ok(Component::Temporal);
                 return Ok(Some(client));
             }
-            Err(err @ temporal::TemporalError::ReadFile { .. }) => return Err(err.into()),
+            Err(
+                err
+                @ (temporal::TemporalError::ReadFile { .. } | temporal::TemporalError::Codec(_)),
+            ) => return Err(err.into()),
             Err(err) => {
                 health.set_failing(Component::Temporal, Some(err.to_string()));
                 let delay = backoff.next_delay();

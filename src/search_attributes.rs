@@ -4,6 +4,11 @@
 //! `temporal workflow list --query 'TriggerId = 7 AND UserPk = "42"'` find a trigger's or a
 //! user's firings.
 //!
+//! Search attributes are never encrypted, even with payload encryption on (src/codec/), and
+//! the user pk is personal data: TRIGGER_RELAY_VISIBILITY_PERSONAL_DATA=false leaves the user
+//! pk and the trigger's name out of the memo, the search attributes and the summary
+//! ([`Firing::personal`]), so the UI shows ids only.
+//!
 //! Temporal refuses a start that names a search attribute the namespace does not have, so
 //! the relay asks the namespace which of ours it has (the operator service's
 //! `ListSearchAttributes`) at start and every [`RECHECK`] afterwards, logs one line naming
@@ -193,27 +198,56 @@ pub async fn check(client: &Client) -> Result<Present, SearchAttributeError> {
 pub struct Firing {
     pub outbox_id: i64,
     pub trigger_id: i64,
+    pub event_id: i64,
+    /// The user pk and the trigger's name; None with TRIGGER_RELAY_VISIBILITY_PERSONAL_DATA
+    /// false: the memo and the search attributes then carry the three ids only.
+    pub personal: Option<PersonalData>,
+}
+
+/// The parts of a firing's visibility that are personal data, or may be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonalData {
     /// None when the trigger was deleted meanwhile, or its table cannot be read.
     pub trigger_name: Option<String>,
-    pub event_id: i64,
     pub user_pk: String,
 }
 
 impl Firing {
-    /// The memo: all five values, always (long strings cut, see [`MAX_MEMO_STRING_BYTES`]).
+    /// The memo: all five values (long strings cut, see [`MAX_MEMO_STRING_BYTES`]), or the
+    /// three ids without the personal data.
     pub fn memo(&self) -> MemoValues {
         let mut memo = MemoValues::new();
         memo.insert(MEMO_KEYS[0], self.outbox_id)
             .insert(MEMO_KEYS[1], self.trigger_id)
-            .insert(
+            .insert(MEMO_KEYS[3], self.event_id);
+        if let Some(personal) = &self.personal {
+            memo.insert(
                 MEMO_KEYS[2],
-                self.trigger_name
+                personal
+                    .trigger_name
                     .as_deref()
                     .map(|name| cut(name, MAX_MEMO_STRING_BYTES)),
             )
-            .insert(MEMO_KEYS[3], self.event_id)
-            .insert(MEMO_KEYS[4], cut(&self.user_pk, MAX_MEMO_STRING_BYTES));
+            .insert(MEMO_KEYS[4], cut(&personal.user_pk, MAX_MEMO_STRING_BYTES));
+        }
         memo
+    }
+
+    /// The workflow's summary in the UI (a plain payload: the SDK does not encode it). The
+    /// user pk is the site's text, of any length: the summary, like the memo, cuts it.
+    pub fn summary(&self) -> String {
+        match &self.personal {
+            Some(personal) => format!(
+                "outbox row {} (trigger {}, user {})",
+                self.outbox_id,
+                self.trigger_id,
+                cut(&personal.user_pk, MAX_MEMO_STRING_BYTES)
+            ),
+            None => format!(
+                "outbox row {} (trigger {})",
+                self.outbox_id, self.trigger_id
+            ),
+        }
     }
 
     /// The search attributes the namespace has; None when that leaves none. A value that
@@ -229,9 +263,13 @@ impl Firing {
         set_int(OUTBOX_ID, self.outbox_id);
         set_int(TRIGGER_ID, self.trigger_id);
         set_int(EVENT_ID, self.event_id);
+        let personal = self.personal.as_ref();
         for (key, value) in [
-            (TRIGGER_NAME, self.trigger_name.as_deref()),
-            (USER_PK, Some(self.user_pk.as_str())),
+            (
+                TRIGGER_NAME,
+                personal.and_then(|p| p.trigger_name.as_deref()),
+            ),
+            (USER_PK, personal.map(|p| p.user_pk.as_str())),
         ] {
             match value {
                 Some(value) if present.has(key.name()) && indexable(value) => {
@@ -368,10 +406,48 @@ mod tests {
         Firing {
             outbox_id: 5,
             trigger_id: 7,
-            trigger_name: Some("Rappel « urgent » \"quoted\" 🚀".into()),
             event_id: 3,
-            user_pk: "42".into(),
+            personal: Some(PersonalData {
+                trigger_name: Some("Rappel « urgent » \"quoted\" 🚀".into()),
+                user_pk: "42".into(),
+            }),
         }
+    }
+
+    #[test]
+    fn without_personal_data_only_ids_are_visible() {
+        let firing = Firing {
+            personal: None,
+            ..firing()
+        };
+        let attrs = firing.search_attributes(Present::ALL).unwrap_or_default();
+        assert_eq!(
+            attrs.keys().collect::<Vec<_>>(),
+            ["EventId", "TriggerId", "TriggerRelayOutboxId"]
+        );
+        let memo = firing.memo();
+        let mut keys: Vec<_> = memo.iter().map(|(key, _)| key.to_owned()).collect();
+        keys.sort();
+        assert_eq!(keys, ["event_id", "outbox_id", "trigger_id"]);
+        assert_eq!(firing.summary(), "outbox row 5 (trigger 7)");
+    }
+
+    #[test]
+    fn a_huge_user_pk_is_cut_in_the_summary() {
+        let with_pk = |user_pk: String| Firing {
+            personal: Some(PersonalData {
+                trigger_name: None,
+                user_pk,
+            }),
+            ..firing()
+        };
+        assert_eq!(
+            with_pk("42".into()).summary(),
+            "outbox row 5 (trigger 7, user 42)"
+        );
+        let huge = with_pk("é".repeat(100_000)).summary();
+        assert!(huge.len() < 600, "{} bytes", huge.len());
+        assert!(huge.starts_with("outbox row 5 (trigger 7, user éé") && huge.ends_with("…)"));
     }
 
     #[test]
@@ -438,14 +514,17 @@ mod tests {
     #[test]
     fn bad_values_never_fail_a_start() {
         let mut f = firing();
-        f.user_pk = "é".repeat(100_000);
-        f.trigger_name = None;
+        let user_pk = "é".repeat(100_000);
+        f.personal = Some(PersonalData {
+            trigger_name: None,
+            user_pk: user_pk.clone(),
+        });
         let attrs = f.search_attributes(Present::ALL).unwrap_or_default();
         assert!(!attrs.keys().any(|k| k == "UserPk" || k == "TriggerName"));
         assert_eq!(attrs.len(), 3);
         let memo = f.memo();
         assert_eq!(memo.iter().count(), 5);
-        let cut_pk = cut(&f.user_pk, MAX_MEMO_STRING_BYTES);
+        let cut_pk = cut(&user_pk, MAX_MEMO_STRING_BYTES);
         assert!(cut_pk.len() <= MAX_MEMO_STRING_BYTES && cut_pk.ends_with('…'));
         for max in 0..8 {
             let s = cut("🚀🚀🚀", max);

@@ -16,7 +16,7 @@ use temporalio_common::telemetry::metrics::TemporalMeter;
 
 use crate::config::TemporalConfig;
 use crate::outbox::WorkflowInput;
-use crate::search_attributes::{self, Firing, MAX_MEMO_STRING_BYTES, Present};
+use crate::search_attributes::{Firing, Present};
 use crate::workflow::TriggerWorkflow;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,8 @@ pub enum TemporalError {
     },
     #[error("invalid Temporal client options: {0}")]
     Client(String),
+    #[error("{0}")]
+    Codec(#[from] crate::codec::keys::KeyFileError),
 }
 
 /// Outcome of one start attempt.
@@ -118,6 +120,8 @@ pub async fn connect_with_metrics(
     identity: &str,
     metrics: Option<TemporalMeter>,
 ) -> Result<Client, TemporalError> {
+    // The keys first: a malformed key file is a configuration error, not a connection retry.
+    let codec = config.codec.load()?;
     let mut options = connection_options(config, identity)?;
     options.metrics_meter = metrics;
     let connection =
@@ -127,9 +131,12 @@ pub async fn connect_with_metrics(
                 address: config.temporal_address.to_string(),
                 source: Box::new(source),
             })?;
+    // The worker hosted on this client takes its data converter too (the SDK's Worker::new).
     Client::new(
         connection,
-        ClientOptions::new(config.temporal_namespace.clone()).build(),
+        ClientOptions::new(config.temporal_namespace.clone())
+            .data_converter(crate::codec::data_converter(codec))
+            .build(),
     )
     .map_err(|e| TemporalError::Client(e.to_string()))
 }
@@ -147,21 +154,11 @@ pub async fn probe(client: &Client) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
-/// The workflow's summary in the UI. The user pk is the site's text, of any length: the
-/// summary, like the memo, cuts it.
-fn summary(input: &WorkflowInput) -> String {
-    format!(
-        "outbox row {} (trigger {}, user {})",
-        input.outbox_id,
-        input.trigger_id,
-        search_attributes::cut(&input.user_pk, MAX_MEMO_STRING_BYTES)
-    )
-}
-
 /// Starts the row's workflow. Reuse policy RejectDuplicate and conflict policy Fail make a
 /// second start of the same id (duplicate delivery, another replica, a lease that expired
 /// mid-call) an `AlreadyStarted` error instead of a second run. The workflow carries the
-/// firing's memo always, and its search attributes that the namespace has (`present`).
+/// firing's memo always, and its search attributes that the namespace has (`present`); with
+/// the codec keys (src/codec/) the client encrypts the input and the memo.
 pub async fn start(
     client: &Client,
     task_queue: &str,
@@ -170,7 +167,7 @@ pub async fn start(
     firing: &Firing,
     present: Present,
 ) -> StartOutcome {
-    let summary = summary(&input);
+    let summary = firing.summary();
     let options = WorkflowStartOptions::new(task_queue.to_owned(), workflow_id.to_owned())
         .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
         .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
@@ -226,31 +223,6 @@ fn classify(status: &tonic::Status) -> StartOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_huge_user_pk_is_cut_in_the_summary() {
-        let input = |user_pk: String| WorkflowInput {
-            outbox_id: 5,
-            generation: 0,
-            firing_uuid: None,
-            event_id: 6,
-            trigger_id: 7,
-            user_pk,
-            context_json: Some("{}".into()),
-            context: None,
-            created_at: chrono::DateTime::UNIX_EPOCH,
-            due_at: chrono::DateTime::UNIX_EPOCH,
-            record_outcome: false,
-            site: None,
-        };
-        assert_eq!(
-            summary(&input("42".into())),
-            "outbox row 5 (trigger 7, user 42)"
-        );
-        let huge = summary(&input("é".repeat(100_000)));
-        assert!(huge.len() < 600, "{} bytes", huge.len());
-        assert!(huge.starts_with("outbox row 5 (trigger 7, user éé") && huge.ends_with("…)"));
-    }
 
     #[test]
     fn only_payload_limits_fail_a_row() {

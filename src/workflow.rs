@@ -207,14 +207,22 @@ fn perform_heartbeat_timeout(
 }
 
 fn failure_message(err: &temporalio_sdk::ActivityExecutionError) -> String {
-    // The root cause (the Python exception) is what an operator needs in last_error.
+    // The root cause (the Python exception) is what an operator needs in last_error. The
+    // chain is the SDK's decoded one, not the failure protos': with payload encryption
+    // (src/codec/) a proto's message is "Encoded failure" and the real one is in its
+    // encrypted attributes, which only the decoded chain has restored.
     let mut message = err.to_string();
-    let mut failure = err.failure();
-    while let Some(f) = failure {
-        if !f.message.is_empty() {
-            message = f.message.clone();
+    if let Some(f) = err.failure()
+        && !f.message.is_empty()
+    {
+        message = f.message.clone();
+    }
+    let mut cause = err.cause();
+    while let Some(c) = cause {
+        if !c.failure().message.is_empty() {
+            message = c.failure().message.clone();
         }
-        failure = f.cause.as_deref();
+        cause = c.cause();
     }
     message
 }

@@ -24,7 +24,7 @@ use crate::db::{Db, DbError, Started};
 use crate::health::{Component, Health};
 use crate::metrics::{Metrics, WakeSource};
 use crate::outbox::{ClaimedRow, UndecodableRow};
-use crate::search_attributes::{self, Firing, Present, Registry};
+use crate::search_attributes::{self, Firing, PersonalData, Present, Registry};
 use crate::temporal::{self, StartOutcome};
 
 /// After a NOTIFY-driven drain, look once more this much later. A transaction that committed
@@ -172,7 +172,12 @@ impl Relay {
                 .inc_by(count as u64);
             tracing::debug!(rows = count, source = source.as_str(), "claimed rows");
 
-            let names = self.trigger_names(&rows).await;
+            // Trigger names only go to Temporal with the personal data (src/search_attributes.rs).
+            let names = if self.config.visibility_personal_data {
+                self.trigger_names(&rows).await
+            } else {
+                HashMap::new()
+            };
             let present = self.search_attributes.present(client).await;
             let stop = AtomicBool::new(false);
             let results: Vec<Result<Dispatched, DbError>> = futures::stream::iter(rows)
@@ -328,9 +333,11 @@ impl Relay {
         let firing = Firing {
             outbox_id: row.id,
             trigger_id: row.trigger_id,
-            trigger_name,
             event_id: row.event_id,
-            user_pk: row.user_pk.clone(),
+            personal: self.config.visibility_personal_data.then(|| PersonalData {
+                trigger_name,
+                user_pk: row.user_pk.clone(),
+            }),
         };
         let started_at = std::time::Instant::now();
         let outcome = temporal::start(

@@ -142,6 +142,29 @@ def check_fire_outside_atomic_setting(
 
 
 @checks.register()
+def check_codec_keys_setting(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Payload encryption keys the worker could not use: it would refuse to start, so say it
+    at deploy time, in ``manage.py check``, too. Reads the file, never shows a key."""
+    try:
+        conf.codec_keys()
+    except conf.KeyFileError as problem:
+        return [
+            checks.Error(
+                str(problem),
+                hint=(
+                    f"Set both {conf.KEYS_FILE} (a file of `<key id>=<base64 of 32 bytes>` "
+                    f"lines, the daemon's) and {conf.CURRENT_KEY_ID} (the key that encrypts), "
+                    "or neither. Meanwhile `manage.py trigger_relay_worker` refuses to start."
+                ),
+                id="trigger_relay.E015",
+            )
+        ]
+    return []
+
+
+@checks.register()
 def check_strict_checks_setting(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:

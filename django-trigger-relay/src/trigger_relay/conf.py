@@ -3,9 +3,15 @@ between firings take effect at once (SPEC §2.3: routes change at any time)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
 from typing import Final
 from typing import Literal
 from typing import cast
@@ -334,3 +340,125 @@ def site_setting() -> str | None:
         if isinstance(value, str) and value.strip():
             return value.strip()
     return None
+
+
+#: Payload encryption (trigger_relay/codec.py; docs/operations.md, "Encrypting payloads"):
+#: the daemon's variables, so that one environment configures both.
+KEYS_FILE: Final = "TRIGGER_RELAY_CODEC_KEYS_FILE"
+CURRENT_KEY_ID: Final = "TRIGGER_RELAY_CODEC_CURRENT_KEY_ID"
+KEY_BYTES: Final = 32
+
+#: A key id: public (it is in every payload), so short and plain.
+_KEY_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_GENERATE: Final = "generate one with `openssl rand -base64 32`"
+
+
+class KeyFileError(ValueError):
+    """The key settings are unusable; the message names the setting, the file and the line,
+    never a key."""
+
+
+def valid_key_id(key_id: str) -> bool:
+    return _KEY_ID_PATTERN.fullmatch(key_id) is not None
+
+
+def parse_keys(text: str) -> dict[str, bytes]:
+    """The keys of a key file's text, in file order. Raises ``ValueError`` as ``line N:
+    problem``. A line that does not parse is not quoted: it may be a key pasted without its id
+    (a key's base64 padding is an ``=`` too), so an id is named only once its key decoded."""
+    keys: dict[str, bytes] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key_id, _, encoded = line.partition("=")
+        key_id, encoded = key_id.strip(), encoded.strip()
+        if not encoded.strip("="):
+            raise ValueError(f"line {number}: not `<key id>=<base64 of 32 bytes>`")
+        if not valid_key_id(key_id):
+            raise ValueError(
+                f"line {number}: the key id is not 1 to 64 letters, digits, '.', '_' or '-' (it "
+                "is stored, unencrypted, in every payload)"
+            )
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"line {number}: the key is not base64 ({_GENERATE})") from None
+        if key_id in keys:
+            raise ValueError(f"line {number}: key id {key_id!r} appears twice")
+        if len(key) != KEY_BYTES:
+            raise ValueError(
+                f"line {number}: the key of {key_id!r} is {len(key)} bytes; AES-256-GCM takes "
+                f"32 ({_GENERATE})"
+            )
+        keys[key_id] = key
+    return keys
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The configured keys (never in a repr) and the id of the one that encrypts."""
+
+    keys: Mapping[str, bytes] = field(repr=False)
+    current: str
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self.keys)
+
+
+def load_keys(keys_file: str | os.PathLike[str] | None, current: str | None) -> KeyRing | None:
+    """The keys these settings describe: None when neither is set. Raises
+    :class:`KeyFileError` for a half-configured pair or a malformed file, so that a worker told
+    to encrypt never starts in the clear."""
+    current = current.strip() if current else None
+    if keys_file is None and not current:
+        return None
+    if keys_file is None:
+        raise KeyFileError(
+            f"{CURRENT_KEY_ID} is set but {KEYS_FILE} is not: there is no key to encrypt with."
+        )
+    if not current:
+        raise KeyFileError(
+            f"{KEYS_FILE} is set but {CURRENT_KEY_ID} is not: name the key that encrypts (the "
+            "others only decrypt)."
+        )
+    path = Path(keys_file)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {KEYS_FILE} {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{KEYS_FILE} {path}, line 1: the file is not UTF-8 text.") from None
+    try:
+        keys = parse_keys(text)
+    except ValueError as exc:
+        raise KeyFileError(f"{KEYS_FILE} {path}, {exc}.") from None
+    if not keys:
+        raise KeyFileError(
+            f"{KEYS_FILE} {path} holds no key (lines `<key id>=<base64 of 32 bytes>`)."
+        )
+    if current not in keys:
+        raise KeyFileError(
+            f"{CURRENT_KEY_ID}={current!r} names no key of {KEYS_FILE} {path} (its key ids: "
+            f"{', '.join(keys)})."
+        )
+    return KeyRing(keys=keys, current=current)
+
+
+def codec_keys() -> KeyRing | None:
+    """``TRIGGER_RELAY_CODEC_KEYS_FILE`` (a ``str`` or a ``pathlib.Path``) and
+    ``TRIGGER_RELAY_CODEC_CURRENT_KEY_ID``, each from the environment (which wins; empty
+    counts as unset) or Django settings: the keys, or None when neither is set. Raises
+    :class:`KeyFileError` naming the setting, the file and the line, never a key."""
+    keys_file: object = os.environ.get(KEYS_FILE, "").strip() or getattr(settings, KEYS_FILE, None)
+    current: object = os.environ.get(CURRENT_KEY_ID, "").strip() or getattr(
+        settings, CURRENT_KEY_ID, None
+    )
+    if isinstance(keys_file, str) and not keys_file.strip():
+        keys_file = None
+    if keys_file is not None and not isinstance(keys_file, str | os.PathLike):
+        raise KeyFileError(f"settings.{KEYS_FILE} is {keys_file!r}; use a str or a pathlib.Path.")
+    if current is not None and not isinstance(current, str):
+        raise KeyFileError(f"settings.{CURRENT_KEY_ID} is {current!r}; use a str.")
+    return load_keys(keys_file, current)

@@ -40,8 +40,11 @@ from temporalio.service import RPCStatusCode
 from temporalio.service import TLSConfig
 from temporalio.worker import Worker
 
+from trigger_relay import codec
+from trigger_relay import conf
 from trigger_relay import metrics
 from trigger_relay.activities import perform_firing
+from trigger_relay.conf import KeyRing
 
 logger = logging.getLogger("trigger_relay.worker")
 
@@ -58,6 +61,8 @@ TLS_SERVER_NAME: Final = "TRIGGER_RELAY_TEMPORAL_TLS_SERVER_NAME"
 CONCURRENCY: Final = "TRIGGER_RELAY_WORKER_CONCURRENCY"
 SHUTDOWN_SECONDS: Final = "TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS"
 METRICS_ADDR: Final = "TRIGGER_RELAY_WORKER_METRICS_ADDR"
+CODEC_KEYS_FILE: Final = conf.KEYS_FILE
+CODEC_CURRENT_KEY_ID: Final = conf.CURRENT_KEY_ID
 
 #: Where a value was set, as log lines and errors name it.
 ENVIRONMENT: Final = "the environment"
@@ -129,6 +134,19 @@ class _Layers:
         if not isinstance(found.value, str):
             raise ConfigError(f"{found.where(with_type=True)}; use a str.")
         return found.value
+
+    def codec_keys(self) -> KeyRing | None:
+        """The payload encryption keys (trigger_relay/codec.py), read now, so that a missing
+        or malformed key file is a clear error at start, not a firing that cannot decrypt."""
+        found = self.get(CODEC_KEYS_FILE)
+        path: object = None if found is None else found.value
+        if path is not None and not isinstance(path, str | os.PathLike):
+            assert found is not None
+            raise ConfigError(f"{found.where(with_type=True)}; use a str or a pathlib.Path.")
+        try:
+            return conf.load_keys(path, self.text(CODEC_CURRENT_KEY_ID))
+        except conf.KeyFileError as exc:
+            raise ConfigError(str(exc)) from None
 
     def pem_file(self, found: _Found | None) -> Path | None:
         if found is None:
@@ -243,6 +261,9 @@ class WorkerSettings:
     shutdown_timeout: timedelta = timedelta(seconds=10)
     #: ``ip:port`` of the Prometheus endpoint (``/metrics``); None: no metrics (the default).
     metrics_addr: str | None = None
+    #: The payload encryption keys, the daemon's (TRIGGER_RELAY_CODEC_KEYS_FILE and
+    #: TRIGGER_RELAY_CODEC_CURRENT_KEY_ID); None: payloads travel as JSON.
+    codec_keys: KeyRing | None = None
     #: Where each setting was set (a variable's name to ENVIRONMENT or DJANGO_SETTINGS), so
     #: that a log line can say where to correct it.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -262,7 +283,8 @@ class WorkerSettings:
         Django settings may hold the natural Python types: ``str`` for text, ``int`` for
         ``TRIGGER_RELAY_WORKER_CONCURRENCY``, ``int`` or ``float`` for
         ``TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS``, ``str`` or ``pathlib.Path`` for the TLS
-        files, ``str`` (``ip:port``) for ``TRIGGER_RELAY_WORKER_METRICS_ADDR``. Raises
+        files and ``TRIGGER_RELAY_CODEC_KEYS_FILE``, ``str`` (``ip:port``) for
+        ``TRIGGER_RELAY_WORKER_METRICS_ADDR``. Raises
         :class:`ConfigError` naming the setting and where it was set.
         """
         if django_settings is None:
@@ -300,6 +322,7 @@ class WorkerSettings:
             max_concurrent=layers.count(CONCURRENCY, cls.max_concurrent),
             shutdown_timeout=timedelta(seconds=layers.seconds(SHUTDOWN_SECONDS, 10)),
             metrics_addr=layers.socket_address(METRICS_ADDR),
+            codec_keys=layers.codec_keys(),
             sources=dict(layers.sources),
         )
 
@@ -428,6 +451,7 @@ _VALIDATION_FAILED: Final = "Worker validation failed"
 
 async def _serve(settings: WorkerSettings, runtime: Runtime, stop: asyncio.Event) -> None:
     _check_database_settings()
+    _log_encryption(settings)
     logger.info(
         "trigger_relay worker connecting to Temporal at %s, namespace %r, task queue %s",
         settings.address,
@@ -478,6 +502,8 @@ async def _connect(
                         api_key=settings.api_key,
                         tls=settings.tls(),
                         runtime=runtime,
+                        # The worker on this client encrypts and decrypts with it.
+                        data_converter=codec.data_converter(settings.codec_keys),
                     ),
                     ATTEMPT_TIMEOUT_SECONDS,
                 ),
@@ -509,12 +535,25 @@ async def _connect(
             return None
 
 
+def _log_encryption(settings: WorkerSettings) -> None:
+    keys = settings.codec_keys
+    if keys is None:
+        logger.info(
+            "payload encryption: off (%s and %s are not set)", CODEC_KEYS_FILE, CODEC_CURRENT_KEY_ID
+        )
+    else:
+        logger.info(
+            "payload encryption: on, encrypting with key %r, decrypting with keys %s (%s)",
+            keys.current,
+            ", ".join(keys.key_ids),
+            settings.where(CODEC_KEYS_FILE),
+        )
+
+
 def _check_database_settings() -> None:
     """Refuse an unusable ``TRIGGER_RELAY_WORKER_CONN_MAX_AGE`` at start (each activity reads
     it again, so that a changed value takes effect without a restart), and say how the
     threads keep their database connections."""
-    from trigger_relay import conf
-
     try:
         max_age = conf.worker_conn_max_age()
     except ValueError as exc:
