@@ -359,6 +359,12 @@ pub struct RunConfig {
     /// limit is 2 MiB).
     #[arg(long, env = "TRIGGER_RELAY_MAX_INPUT_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_input_bytes: usize,
+    /// Most bytes of context (as text) one claim returns: a batch stops before the row
+    /// that would go past it (one row always comes, however large, if within
+    /// TRIGGER_RELAY_MAX_INPUT_BYTES). Bounds the daemon's memory under large contexts.
+    #[arg(long, env = "TRIGGER_RELAY_CLAIM_MAX_BYTES", default_value_t = DEFAULT_CLAIM_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub claim_max_bytes: u64,
     /// First delay after a Temporal or PostgreSQL error; doubles up to the maximum, with jitter.
     #[arg(long, env = "TRIGGER_RELAY_BACKOFF_INITIAL", default_value = "200ms",
           value_parser = humantime::parse_duration)]
@@ -423,6 +429,11 @@ pub struct RunConfig {
     #[arg(long, env = "TRIGGER_RELAY_TEST_PANIC_TASK", hide = true)]
     pub test_panic_task: Option<String>,
 }
+
+/// TRIGGER_RELAY_CLAIM_MAX_BYTES's default: with the daemon's copies of a batch's contexts
+/// (docs/contract.md, "Memory"), a batch this large keeps the sidecar well inside the
+/// Kubernetes manifest's 256 MiB (deploy/kubernetes).
+pub const DEFAULT_CLAIM_MAX_BYTES: u64 = 8 * 1024 * 1024;
 
 /// gRPC's default largest message: a start request must fit, with the input inside it.
 const GRPC_MESSAGE_LIMIT: usize = 4 * 1024 * 1024;
@@ -699,6 +710,29 @@ mod tests {
         assert_eq!(parse(&[]), Some(18));
         assert_eq!(parse(&["--max-in-flight", "64"]), Some(66));
         assert_eq!(parse(&["--database-pool-size", "5"]), Some(5));
+    }
+
+    #[test]
+    fn the_claim_byte_budget_is_positive() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec![
+                "trigger-relay",
+                "run",
+                "--database-url",
+                "postgres://db/site",
+            ];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::Run(config) => Some(config.claim_max_bytes),
+                _ => None,
+            })
+        };
+        assert_eq!(parse(&[]).ok().flatten(), Some(8 * 1024 * 1024));
+        assert_eq!(
+            parse(&["--claim-max-bytes", "1000"]).ok().flatten(),
+            Some(1000)
+        );
+        assert!(parse(&["--claim-max-bytes", "0"]).is_err());
     }
 
     #[test]

@@ -113,6 +113,44 @@ pub struct UndecodableRow {
     pub detail: String,
 }
 
+/// A claimed row the relay fails alone, before building its workflow input (SPEC §4.5).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PoisonRow {
+    /// A column the daemon cannot decode.
+    Undecodable(UndecodableRow),
+    /// A context over the per-row limit: PostgreSQL measured it in the claim
+    /// (sql/queries/claim.sql) and the claim left it out, so it never reaches the daemon.
+    Oversize {
+        id: i64,
+        generation: i32,
+        problem: BadPayload,
+    },
+}
+
+impl PoisonRow {
+    pub fn id(&self) -> i64 {
+        match self {
+            PoisonRow::Undecodable(bad) => bad.id,
+            PoisonRow::Oversize { id, .. } => *id,
+        }
+    }
+
+    pub fn generation(&self) -> i32 {
+        match self {
+            PoisonRow::Undecodable(bad) => bad.generation,
+            PoisonRow::Oversize { generation, .. } => *generation,
+        }
+    }
+
+    /// The row's `last_error`.
+    pub fn reason(&self) -> String {
+        match self {
+            PoisonRow::Undecodable(bad) => bad.reason(),
+            PoisonRow::Oversize { problem, .. } => format!("bad payload: {problem}"),
+        }
+    }
+}
+
 impl UndecodableRow {
     pub fn reason(&self) -> String {
         let hint = match self.column {
@@ -207,7 +245,7 @@ pub struct Outcome {
 }
 
 /// Why a row can never become a workflow start (SPEC §4.5).
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum BadPayload {
     #[error("column context is not a JSON object")]
     ContextNotObject,
@@ -226,8 +264,16 @@ pub enum BadPayload {
         due_at: DateTime<Utc>,
         created_at: DateTime<Utc>,
     },
-    #[error("workflow input is {size} bytes, over the limit of {limit} bytes")]
+    #[error(
+        "workflow input is {size} bytes, over the limit of {limit} bytes \
+         (TRIGGER_RELAY_MAX_INPUT_BYTES)"
+    )]
     TooLarge { size: usize, limit: usize },
+    #[error(
+        "column context is {size} bytes as text, over the limit of {limit} bytes \
+         (TRIGGER_RELAY_MAX_INPUT_BYTES); the relay failed the row without reading it"
+    )]
+    ContextTooLarge { size: i64, limit: usize },
 }
 
 impl ClaimedRow {
@@ -270,9 +316,11 @@ impl ClaimedRow {
             record_outcome: false,
             site: Some(site.to_owned()),
         };
-        // Serializing plain fields cannot fail; measure what Temporal receives.
-        let size = serde_json::to_vec(&input)
-            .map(|v| v.len())
+        // Serializing plain fields cannot fail; measure what Temporal receives, counted
+        // as it is written rather than in one more copy of the context.
+        let mut counter = ByteCounter(0);
+        let size = serde_json::to_writer(&mut counter, &input)
+            .map(|()| counter.0)
             .unwrap_or(usize::MAX);
         if size > max_input_bytes {
             return Err(BadPayload::TooLarge {
@@ -281,6 +329,20 @@ impl ClaimedRow {
             });
         }
         Ok(input)
+    }
+}
+
+/// A writer that keeps only the number of bytes written to it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -408,6 +470,42 @@ mod tests {
             r.workflow_input(10, SITE),
             Err(BadPayload::TooLarge { limit: 10, .. })
         ));
+    }
+
+    #[test]
+    fn the_size_limit_is_the_serialized_input_exactly() -> Result<(), Box<dyn std::error::Error>> {
+        let mut r = row();
+        // Quotes and backslashes are escaped once more inside `context_json`.
+        r.context = format!(r#"{{"a": "{}"}}"#, "\\\"".repeat(1000));
+        let size = serde_json::to_vec(&r.workflow_input(1 << 20, SITE)?)?.len();
+        assert!(size > 2 * r.context.len(), "{size}");
+        assert!(r.workflow_input(size, SITE).is_ok());
+        assert_eq!(
+            r.workflow_input(size - 1, SITE).err(),
+            Some(BadPayload::TooLarge {
+                size,
+                limit: size - 1
+            })
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_oversize_context_is_named_with_its_size_and_the_limit() {
+        let poison = PoisonRow::Oversize {
+            id: 7,
+            generation: 1,
+            problem: BadPayload::ContextTooLarge {
+                size: 3_000_012,
+                limit: 2_097_152,
+            },
+        };
+        assert_eq!((poison.id(), poison.generation()), (7, 1));
+        assert_eq!(
+            poison.reason(),
+            "bad payload: column context is 3000012 bytes as text, over the limit of 2097152 \
+             bytes (TRIGGER_RELAY_MAX_INPUT_BYTES); the relay failed the row without reading it"
+        );
     }
 
     #[test]

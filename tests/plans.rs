@@ -57,6 +57,21 @@ fn nodes(plan: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// The names of the plan's subplans (`CTE claimable`, ...), at any depth.
+fn subplans(plan: &Value) -> Vec<String> {
+    let mut names: Vec<String> = plan["Subplan Name"]
+        .as_str()
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    if let Some(children) = plan["Plans"].as_array() {
+        for child in children {
+            names.extend(subplans(child));
+        }
+    }
+    names
+}
+
 fn query(name: &str) -> String {
     let sql =
         std::fs::read_to_string(repo_root().join("sql/queries").join(name)).expect("query file");
@@ -125,9 +140,10 @@ async fn periodic_statements_stay_small_on_a_million_rows() {
             "(100, 600, 'replica')".to_owned(),
             "trigger_relay_outbox_dispatched_idx",
         ),
+        // TRIGGER_RELAY_MAX_INPUT_BYTES and TRIGGER_RELAY_CLAIM_MAX_BYTES at their defaults.
         (
             "claim.sql",
-            "(100, 'replica', 60, 'trigger-outbox')".to_owned(),
+            "(100, 'replica', 60, 2097152, 8388608, 'trigger-outbox')".to_owned(),
             "trigger_relay_outbox_pending_idx",
         ),
     ];
@@ -150,6 +166,16 @@ async fn periodic_statements_stay_small_on_a_million_rows() {
             touched <= budget,
             "{file} touched {touched} pages for {rows} rows (budget {budget}): {shape:?}"
         );
+        if file == "claim.sql" {
+            // Each locked row's context is printed once, in the materialized `sized`, not
+            // once per use of its size (sql/queries/claim.sql).
+            assert!(
+                subplans(&plan).iter().any(|name| name == "CTE sized"),
+                "claim.sql measures contexts outside a materialized CTE: {:?}",
+                subplans(&plan)
+            );
+            assert_eq!(rows, 100, "the claim returns its 100 small rows");
+        }
     }
     // Retention deletes exactly the 100 rows finished long ago, through the index.
     let deleted: i64 = pg

@@ -23,7 +23,7 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
-use crate::outbox::{ClaimedRow, Outcome, State, UndecodableRow};
+use crate::outbox::{BadPayload, ClaimedRow, Outcome, PoisonRow, State, UndecodableRow};
 use tls::{MakeRustlsConnect, TlsError, TlsSettings};
 
 /// The outbox schema version this build reads and writes (sql/schema/).
@@ -410,42 +410,70 @@ impl Db {
         }
     }
 
-    /// Claims up to `batch_size` rows and writes on each the id of the workflow it is about
-    /// to start (`workflow_id_prefix`, sql/queries/claim.sql). Each comes back decoded, or as
-    /// the undecodable row it is (the caller fails it alone), oldest first.
+    /// Claims up to `limits.rows` rows holding at most `limits.batch_bytes` bytes of context
+    /// between them (or one row, if alone larger), and writes on each the id of the workflow
+    /// it is about to start (`workflow_id_prefix`). Each comes back decoded, or as the
+    /// poison row it is (the caller fails it alone), oldest first; a row whose context is
+    /// over `limits.row_bytes` comes back as such without its context, which PostgreSQL
+    /// measured and kept (sql/queries/claim.sql).
     pub async fn claim(
         &self,
-        batch_size: i64,
+        limits: ClaimLimits,
         replica: &str,
         lease: Duration,
         workflow_id_prefix: &str,
-    ) -> Result<Vec<Result<ClaimedRow, UndecodableRow>>, DbError> {
+    ) -> Result<Claim, DbError> {
+        const Q: &str = "claim";
         let lease = lease.as_secs_f64();
+        let row_bytes = i32::try_from(limits.row_bytes).unwrap_or(i32::MAX);
+        let batch_bytes = i64::try_from(limits.batch_bytes).unwrap_or(i64::MAX);
         let rows = self
             .rows(
-                "claim",
+                Q,
                 sql::CLAIM,
                 &[
-                    (&batch_size, Type::INT8),
+                    (&limits.rows, Type::INT8),
                     (&replica, Type::TEXT),
                     (&lease, Type::FLOAT8),
+                    (&row_bytes, Type::INT4),
+                    (&batch_bytes, Type::INT8),
                     (&workflow_id_prefix, Type::TEXT),
                 ],
             )
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
+        let mut candidates = 0i64;
         for row in &rows {
             // The key columns are NOT NULL integers; without them no row can be named.
-            let id: i64 = column(row, "claim", "id")?;
-            let generation: i32 = column(row, "claim", "generation")?;
-            claimed.push(decode_claimed(row, id, generation));
+            let id: i64 = column(row, Q, "id")?;
+            let generation: i32 = column(row, Q, "generation")?;
+            candidates = column(row, Q, "candidates")?;
+            let size: i32 = column(row, Q, "context_bytes")?;
+            if size > row_bytes {
+                claimed.push(Err(PoisonRow::Oversize {
+                    id,
+                    generation,
+                    problem: BadPayload::ContextTooLarge {
+                        size: i64::from(size),
+                        limit: limits.row_bytes,
+                    },
+                }));
+            } else {
+                claimed.push(decode_claimed(row, id, generation).map_err(PoisonRow::Undecodable));
+            }
         }
+        // The rows' buffers go before the batch is handed on: the decoded rows hold their
+        // own copies of the contexts.
+        drop(rows);
         // UPDATE ... RETURNING does not keep the CTE's order; start oldest first.
         claimed.sort_by_key(|r| match r {
             Ok(row) => row.id,
-            Err(bad) => bad.id,
+            Err(bad) => bad.id(),
         });
-        Ok(claimed)
+        Ok(Claim {
+            rows: claimed,
+            locked: candidates,
+        })
     }
 
     /// The names of these triggers (dj-triggers' table), for the workflows' memo and search
@@ -913,6 +941,33 @@ fn decode_claimed(row: &Row, id: i64, generation: i32) -> Result<ClaimedRow, Und
             .try_get("workflow_id")
             .map_err(|e| bad("workflow_id", e))?,
     })
+}
+
+/// What one claim may take.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimLimits {
+    /// TRIGGER_RELAY_BATCH_SIZE.
+    pub rows: i64,
+    /// TRIGGER_RELAY_MAX_INPUT_BYTES: a context larger than this is not returned.
+    pub row_bytes: usize,
+    /// TRIGGER_RELAY_CLAIM_MAX_BYTES: the contexts of one batch together.
+    pub batch_bytes: u64,
+}
+
+/// One claim's rows, and how many it locked.
+#[derive(Debug)]
+pub struct Claim {
+    pub rows: Vec<Result<ClaimedRow, PoisonRow>>,
+    /// Rows the claim locked: its row limit when more may be waiting; more than it returned
+    /// when it stopped at the byte budget, the others left pending.
+    pub locked: i64,
+}
+
+impl Claim {
+    /// The claim stopped at the byte budget before the rows it locked.
+    pub fn cut(&self) -> bool {
+        i64::try_from(self.rows.len()).is_ok_and(|returned| returned < self.locked)
+    }
 }
 
 /// A row whose workflow start Temporal accepted (or had already accepted).

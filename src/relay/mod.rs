@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::RunConfig;
-use crate::db::{Db, DbError, Started};
+use crate::db::{ClaimLimits, Db, DbError, Started};
 use crate::health::{Component, Health};
 use crate::metrics::{Metrics, WakeSource};
-use crate::outbox::{ClaimedRow, UndecodableRow};
+use crate::outbox::{ClaimedRow, PoisonRow};
 use crate::search_attributes::{self, Firing, PersonalData, Present, Registry};
 use crate::temporal::{self, StartOutcome};
 
@@ -146,7 +146,15 @@ impl Relay {
         source: WakeSource,
         cancel: &CancellationToken,
     ) -> Result<(), DrainError> {
+        // A batch is bounded in rows and in bytes of context: its contexts are held in
+        // memory, several times over, until its last start returns (docs/contract.md,
+        // "Memory").
         let batch_size = i64::from(self.config.batch_size);
+        let mut limits = ClaimLimits {
+            rows: batch_size,
+            row_bytes: self.config.max_input_bytes,
+            batch_bytes: self.config.claim_max_bytes,
+        };
         loop {
             if cancel.is_cancelled() {
                 return Ok(());
@@ -154,14 +162,16 @@ impl Relay {
             let claimed = self
                 .db
                 .claim(
-                    batch_size,
+                    limits,
                     &self.replica,
                     self.config.lease,
                     &self.config.temporal.workflow_id_prefix,
                 )
                 .await;
             self.health.record_postgres(&claimed);
-            let rows = claimed?;
+            let claim = claimed?;
+            let (cut, full) = (claim.cut(), claim.locked >= limits.rows);
+            let rows = claim.rows;
             if rows.is_empty() {
                 return Ok(());
             }
@@ -188,7 +198,7 @@ impl Relay {
                             self.dispatch(client, row, name, present, &stop, cancel)
                                 .await
                         }
-                        Err(bad) => self.fail_undecodable(&bad).await,
+                        Err(poison) => self.fail_poison(&poison).await,
                     }
                 })
                 .buffer_unordered(usize::from(self.config.max_in_flight))
@@ -223,18 +233,24 @@ impl Relay {
                     .set_failing(Component::Temporal, Some(error.clone()));
                 return Err(DrainError::Temporal(error));
             }
-            if count < usize::from(self.config.batch_size) {
+            if !cut && !full {
                 return Ok(());
             }
+            // The claim measures every row it locks. After a cut, the next one asks for
+            // twice what fitted, so that a run of large contexts is not measured again and
+            // again for rows that go back; it grows back to the batch size as rows fit.
+            let returned = i64::try_from(count).unwrap_or(batch_size);
+            limits.rows = if cut {
+                (2 * returned).clamp(1, batch_size)
+            } else {
+                (2 * limits.rows).min(batch_size)
+            };
         }
     }
 
     /// The names of the batch's triggers, best effort: a failure leaves the names out (the
     /// workflows start without them) and never stops the relay.
-    async fn trigger_names(
-        &self,
-        rows: &[Result<ClaimedRow, UndecodableRow>],
-    ) -> HashMap<i64, String> {
+    async fn trigger_names(&self, rows: &[Result<ClaimedRow, PoisonRow>]) -> HashMap<i64, String> {
         let paused = self
             .trigger_names_paused_until
             .lock()
@@ -309,7 +325,7 @@ impl Relay {
     async fn dispatch(
         &self,
         client: &Client,
-        row: ClaimedRow,
+        mut row: ClaimedRow,
         trigger_name: Option<String>,
         present: Present,
         stop: &AtomicBool,
@@ -325,6 +341,9 @@ impl Relay {
                 return Ok(Dispatched::Settled);
             }
         };
+        // The input holds its own copy of the context; the row's goes now, not after the
+        // start returns (docs/contract.md, "Memory").
+        drop(std::mem::take(&mut row.context));
         if stop.load(Ordering::Relaxed) || cancel.is_cancelled() {
             self.release(&row, "released before start (outage or shutdown)")
                 .await?;
@@ -418,9 +437,16 @@ impl Relay {
         self.release(row, error).await
     }
 
-    async fn fail_undecodable(&self, bad: &UndecodableRow) -> Result<Dispatched, DbError> {
-        self.fail(bad.id, bad.generation, "bad_payload", &bad.reason())
-            .await?;
+    /// A row failed from what the claim said of it: undecodable, or a context too large
+    /// to fetch.
+    async fn fail_poison(&self, poison: &PoisonRow) -> Result<Dispatched, DbError> {
+        self.fail(
+            poison.id(),
+            poison.generation(),
+            "bad_payload",
+            &poison.reason(),
+        )
+        .await?;
         Ok(Dispatched::Settled)
     }
 

@@ -617,12 +617,30 @@ impl RelayProcess {
         temporal_address: &str,
         extra: &[(&str, &str)],
     ) -> RelayProcess {
-        let log = std::env::temp_dir().join(format!(
-            "trigger-relay-test-daemon-{}-{}.log",
-            std::process::id(),
-            free_port()
-        ));
-        Self::spawn_with(db_url, temporal_address, extra, Some(log))
+        Self::spawn_with(db_url, temporal_address, extra, Some(daemon_log_path()))
+    }
+
+    /// As [`RelayProcess::spawn_logged`], with its writable private memory (RLIMIT_DATA:
+    /// heap, anonymous mappings, thread stacks) limited to `bytes`: an allocation beyond it
+    /// fails and the daemon aborts, as a container over its memory limit is killed. Set by
+    /// the shell's `ulimit -d` before it execs the daemon, so the pid is the daemon's.
+    pub fn spawn_with_data_limit(
+        db_url: &str,
+        temporal_address: &str,
+        extra: &[(&str, &str)],
+        bytes: u64,
+    ) -> RelayProcess {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ulimit -d \"$1\" && shift && exec \"$@\"", "sh"])
+            .arg((bytes / 1024).to_string())
+            .arg(relay_bin());
+        Self::spawn_command(
+            cmd,
+            db_url,
+            temporal_address,
+            extra,
+            Some(daemon_log_path()),
+        )
     }
 
     /// What the daemon logged so far (spawned by [`RelayProcess::spawn_logged`]).
@@ -637,12 +655,28 @@ impl RelayProcess {
         extra: &[(&str, &str)],
         log: Option<PathBuf>,
     ) -> RelayProcess {
+        Self::spawn_command(
+            Command::new(relay_bin()),
+            db_url,
+            temporal_address,
+            extra,
+            log,
+        )
+    }
+
+    /// `cmd` (the daemon, or what execs it) with `run` and the test environment.
+    fn spawn_command(
+        mut cmd: Command,
+        db_url: &str,
+        temporal_address: &str,
+        extra: &[(&str, &str)],
+        log: Option<PathBuf>,
+    ) -> RelayProcess {
         let metrics_port = free_port();
         let stderr = match &log {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("create daemon log")),
             None => Stdio::inherit(),
         };
-        let mut cmd = Command::new(relay_bin());
         cmd.arg("run")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -753,6 +787,25 @@ impl RelayProcess {
             })
             .unwrap_or_else(|| panic!("{sample} not in /metrics"))
     }
+}
+
+fn daemon_log_path() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "trigger-relay-test-daemon-{}-{}.log",
+        std::process::id(),
+        free_port()
+    ))
+}
+
+/// A `kB` field of /proc/<pid>/status (`VmHWM`, `VmRSS`, `RssAnon`, `VmData`) in bytes;
+/// None once the process is gone.
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        let kib: u64 = value.trim().strip_suffix("kB")?.trim().parse().ok()?;
+        Some(kib * 1024)
+    })
 }
 
 impl Drop for RelayProcess {

@@ -189,6 +189,55 @@ def check_strict_checks_setting(
 
 
 @checks.register()
+def check_max_context_bytes_setting(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """``TRIGGER_RELAY_MAX_CONTEXT_BYTES`` must be a positive number of bytes within the
+    daemon's own limit: above it, fire() would accept contexts whose rows the relay then
+    fails (README, "Context limits")."""
+    try:
+        limit = conf.max_context_bytes()
+    except ValueError as problem:
+        return [
+            checks.Error(
+                str(problem),
+                hint=(
+                    f"Use a positive number of bytes (default {conf.DEFAULT_MAX_CONTEXT_BYTES}). "
+                    "Meanwhile every Temporal-routed fire() raises this error."
+                ),
+                id="trigger_relay.E016",
+            )
+        ]
+    try:
+        daemon_limit = conf.daemon_max_input_bytes()
+    except ValueError as problem:
+        return [
+            checks.Error(
+                str(problem),
+                hint="The daemon refuses to start with it: use its limit on a workflow input, "
+                "in bytes (default 2097152).",
+                id="trigger_relay.E017",
+            )
+        ]
+    if limit > daemon_limit:
+        return [
+            checks.Error(
+                f"{conf.MAX_CONTEXT_BYTES} is {limit} bytes, over the daemon's limit on a "
+                f"workflow input ({conf.DAEMON_MAX_INPUT_BYTES} = {daemon_limit}): fire() "
+                "would accept contexts whose rows the relay fails.",
+                hint=(
+                    f"Lower {conf.MAX_CONTEXT_BYTES} to at most half of "
+                    f"{conf.DAEMON_MAX_INPUT_BYTES} (the workflow input escapes a context's "
+                    "quotes and backslashes once more), or raise the daemon's limit and set "
+                    f"{conf.DAEMON_MAX_INPUT_BYTES} here too."
+                ),
+                id="trigger_relay.E017",
+            )
+        ]
+    return []
+
+
+@checks.register()
 def check_original_receiver(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:

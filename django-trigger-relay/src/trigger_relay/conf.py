@@ -462,3 +462,53 @@ def codec_keys() -> KeyRing | None:
     if current is not None and not isinstance(current, str):
         raise KeyFileError(f"settings.{CURRENT_KEY_ID} is {current!r}; use a str.")
     return load_keys(keys_file, current)
+
+
+#: The largest context ``Event.fire()`` accepts for a Temporal-routed firing (README,
+#: "Context limits").
+MAX_CONTEXT_BYTES: Final = "TRIGGER_RELAY_MAX_CONTEXT_BYTES"
+#: Half the daemon's default input limit, less room for the input's other fields: the
+#: workflow input carries the context's text as one JSON string, where every ``"`` and
+#: ``\`` is escaped once more, so a context of this size fits even if made of them alone.
+DEFAULT_MAX_CONTEXT_BYTES: Final = 1_000_000
+#: The daemon's own limit on a workflow input (docs/contract.md), read here only to check
+#: that fire() does not accept what the relay would fail.
+DAEMON_MAX_INPUT_BYTES: Final = "TRIGGER_RELAY_MAX_INPUT_BYTES"
+DEFAULT_DAEMON_MAX_INPUT_BYTES: Final = 2 * 1024 * 1024
+
+
+def max_context_bytes() -> int:
+    """``TRIGGER_RELAY_MAX_CONTEXT_BYTES``: the most bytes a Temporal-routed firing's
+    context may take as JSON text (UTF-8, as PostgreSQL prints the stored ``jsonb``);
+    ``fire()`` refuses a larger one. Default 1,000,000.
+
+    The environment wins over the Django setting; an empty variable, or ``None`` in Django
+    settings, counts as unset. Raises ``ValueError`` naming the setting for a value that is
+    not a positive whole number of bytes (system check trigger_relay.E016)."""
+    return _positive_bytes(MAX_CONTEXT_BYTES, DEFAULT_MAX_CONTEXT_BYTES)
+
+
+def daemon_max_input_bytes() -> int:
+    """The daemon's ``TRIGGER_RELAY_MAX_INPUT_BYTES`` as far as this process can know it:
+    the environment (which configures the daemon), else the Django setting of that name,
+    else the daemon's default, 2 MiB. Raises ``ValueError`` naming the setting for a value
+    the daemon would refuse to start with."""
+    return _positive_bytes(DAEMON_MAX_INPUT_BYTES, DEFAULT_DAEMON_MAX_INPUT_BYTES)
+
+
+def _positive_bytes(name: str, default: int) -> int:
+    """A positive whole number of bytes from the environment (which wins; empty counts as
+    unset) or the Django setting ``name`` (``None`` counts as unset), else ``default``."""
+    hint = "use a positive whole number of bytes."
+    raw = os.environ.get(name)
+    if raw is not None and raw.strip():
+        word = raw.strip()
+        if not (word.isascii() and word.isdigit()) or int(word) <= 0:
+            raise ValueError(f"{name}={raw!r} in the environment; {hint}")
+        return int(word)
+    value: object = getattr(settings, name, None)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"settings.{name} is {value!r}; {hint}")
+    return value

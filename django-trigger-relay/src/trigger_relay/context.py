@@ -18,11 +18,18 @@ Two limits come from the trip itself:
 
 The walk is iterative and stops at the depth limit, so neither a very deep nor a
 self-containing value can reach Python's recursion limit.
+
+A third limit protects the relay's memory: a context larger than
+``TRIGGER_RELAY_MAX_CONTEXT_BYTES`` (:func:`check_context_size`) is refused too, measured
+as the text PostgreSQL prints for the stored ``jsonb``, which is what the daemon reads and
+carries.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +50,10 @@ JSON_HINT = (
 )
 DEPTH_HINT = "pass a flatter structure, or a pk and let the action read the data"
 INT_HINT = "pass a number this large as a str"
+SIZE_HINT = (
+    "pass pks and let the action read the data; the daemon fails a row whose workflow "
+    "input is over its TRIGGER_RELAY_MAX_INPUT_BYTES"
+)
 
 # Beyond this, an integer has more than MAX_INT_DIGITS digits. Compared instead of counting
 # the digits of str(value), which is slow for huge values and raises beyond 4300 digits.
@@ -153,3 +164,61 @@ def _problem(value: object, *, path: _Path, outer_depth: int) -> tuple[str, str,
             JSON_HINT,
         )
     return None
+
+
+class ContextTooLarge(ValueError):
+    """A Temporal-routed firing's context over ``TRIGGER_RELAY_MAX_CONTEXT_BYTES``."""
+
+
+def check_context_size(context: Mapping[str, Any], *, limit: int, where: str = "") -> None:
+    """Raise :class:`ContextTooLarge`, naming the size and the setting, if ``context`` (of
+    JSON values: :func:`check_context` first) takes more than ``limit`` bytes as JSON text."""
+    size = context_bytes(context)
+    if size > limit:
+        raise ContextTooLarge(
+            f"context{where} is {size} bytes as JSON, over TRIGGER_RELAY_MAX_CONTEXT_BYTES "
+            f"= {limit}; {SIZE_HINT}."
+        )
+
+
+# What a float with an exponent looks like in json.dumps's output (`1e+300`, `1.5e-05`);
+# found in strings too, which the exact pass below tells apart.
+_EXPONENT = re.compile(r"\d[eE][-+]\d")
+
+
+def context_bytes(context: Mapping[str, Any]) -> int:
+    """Bytes of ``context`` as the text PostgreSQL prints for it once stored as ``jsonb``
+    (UTF-8, ``", "`` and ``": "`` between items, as ``json.dumps`` writes them): what the
+    daemon reads from the row and carries in the workflow input. One difference is made up
+    for: a float that Python writes with an exponent (``1e+300``, ``1e-05``) is a
+    ``numeric`` in ``jsonb``, printed with every digit (301 bytes, 7 bytes). Only a text
+    that may hold one is parsed again to find them."""
+    text = json.dumps(context, ensure_ascii=False)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if _EXPONENT.search(text) is None:
+        return size
+    extra = 0
+
+    def measure(literal: str) -> float:
+        nonlocal extra
+        extra += _numeric_text_bytes(literal) - len(literal)
+        return 0.0
+
+    json.loads(text, parse_float=measure)
+    return size + extra
+
+
+def _numeric_text_bytes(literal: str) -> int:
+    """Length of PostgreSQL's ``numeric`` output for the JSON number ``literal``: no
+    exponent, and as many decimals as the literal's scale (its decimals less its
+    exponent)."""
+    mantissa, _, exponent_text = literal.lower().partition("e")
+    if not exponent_text:
+        return len(literal)
+    sign = "-" if mantissa.startswith("-") else ""
+    whole, _, fraction = mantissa.lstrip("-").partition(".")
+    exponent = int(exponent_text)
+    scale = max(0, len(fraction) - exponent)
+    if scale == 0:
+        return len(sign) + len(whole) + exponent
+    return len(sign) + max(1, len(whole) + exponent) + 1 + scale

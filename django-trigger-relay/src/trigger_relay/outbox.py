@@ -22,6 +22,7 @@ from trigger_relay import queries
 from trigger_relay.atomicity import check_in_transaction
 from trigger_relay.atomicity import in_transaction
 from trigger_relay.context import check_context
+from trigger_relay.context import check_context_size
 from trigger_relay.models import OutboxRow
 from trigger_relay.routes import resolve_from_settings
 from trigger_relay.routes import settings_have_names
@@ -39,7 +40,8 @@ def record_if_routed_to_temporal(event: Event, user_pk: object, context: Mapping
     one statement: the route lookup and the INSERT together (issue 9: the request pays one
     round trip, not two). Otherwise the route is looked up first, because what follows
     depends on it and must happen before anything is written: the outside-a-transaction
-    warning or refusal, and the ``TypeError`` for a context that is not JSON, concern
+    warning or refusal, the ``TypeError`` for a context that is not JSON and the
+    ``ContextTooLarge`` for one over ``TRIGGER_RELAY_MAX_CONTEXT_BYTES``, concern
     Temporal-routed firings only. Either way the result and the errors are those of
     :func:`trigger_relay.routing.route_for` followed by :func:`record_firing`.
     """
@@ -85,6 +87,7 @@ def _one_statement_serves(context: Mapping[str, Any], using: str) -> bool:
     written can fail: then the route need not be known first."""
     try:
         check_context(context)
+        check_context_size(context, limit=conf.max_context_bytes())
         conf.fire_outside_atomic()
     except (TypeError, ValueError):
         return False
@@ -108,7 +111,10 @@ def record_firing(event: Event, user_pk: object, context: Mapping[str, Any]) -> 
     from the database clock, which the relay compares them with.
 
     Raises ``TypeError`` naming the offending key, before touching the database, if the
-    context holds anything but JSON values.
+    context holds anything but JSON values, and
+    :class:`~trigger_relay.context.ContextTooLarge` naming its size and the setting if it
+    takes more than ``TRIGGER_RELAY_MAX_CONTEXT_BYTES`` as JSON (README, "Context limits"):
+    the daemon holds a batch's contexts in memory, and fails a row over its own limit.
 
     Outside a transaction on that connection (``fire()`` in ``transaction.on_commit``, or in
     autocommit) the row would not commit with the caller's writes: that is logged as a
@@ -116,9 +122,9 @@ def record_firing(event: Event, user_pk: object, context: Mapping[str, Any]) -> 
     is written, or let pass, as ``TRIGGER_RELAY_FIRE_OUTSIDE_ATOMIC`` says (see
     :mod:`trigger_relay.atomicity`).
     """
-    check_context(
-        context, where=f" of {type(event).__name__} {event.pk} (trigger {event.trigger_id})"
-    )
+    where = f" of {type(event).__name__} {event.pk} (trigger {event.trigger_id})"
+    check_context(context, where=where)
+    check_context_size(context, limit=conf.max_context_bytes(), where=where)
     using = router.db_for_write(OutboxRow)
     check_in_transaction(event, using)
     delay: dt.timedelta = getattr(event, "delay", None) or dt.timedelta()
