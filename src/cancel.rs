@@ -4,6 +4,7 @@ use std::io::Write;
 
 use temporalio_client::{UntypedWorkflow, WorkflowCancelOptions};
 
+use crate::cli_text::{self, escape};
 use crate::config::CancelConfig;
 use crate::db::{CancelSelection, Db};
 use crate::error::Error;
@@ -81,7 +82,7 @@ pub async fn cancel(config: CancelConfig) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     if config.json {
         let doc = serde_json::json!({ "dry_run": config.dry_run, "rows": report });
-        writeln!(out, "{doc:#}")?;
+        writeln!(out, "{}", cli_text::json(&doc))?;
     } else {
         print_report(&mut out, &report)?;
     }
@@ -100,7 +101,11 @@ fn print_report(out: &mut impl Write, report: &[Cancelled]) -> Result<(), Error>
         writeln!(
             out,
             "{:>10} {:<10} trigger {:<6} user {:<12} {}",
-            r.id, r.previous_state, r.trigger_id, r.user_pk, r.action
+            r.id,
+            escape(&r.previous_state),
+            r.trigger_id,
+            escape(&r.user_pk),
+            escape(&r.action)
         )?;
     }
     Ok(())

@@ -3,10 +3,12 @@
 
 use std::io::Write;
 
+use crate::cli_text::{self, escape};
 use crate::config::{ReplayConfig, ReplayHistoriesConfig, StatusConfig};
 use crate::db::{Db, ReplaySelection};
 use crate::error::Error;
 use crate::histories::{self, HistoryError};
+use crate::outbox::State;
 use crate::temporal;
 
 pub async fn status(config: StatusConfig) -> Result<(), Error> {
@@ -29,7 +31,7 @@ pub async fn status(config: StatusConfig) -> Result<(), Error> {
             "states": counts,
             "recent_failures": failures,
         });
-        writeln!(out, "{doc:#}")?;
+        writeln!(out, "{}", cli_text::json(&doc))?;
         return Ok(());
     }
     writeln!(out, "backlog (pending rows): {backlog}")?;
@@ -41,7 +43,7 @@ pub async fn status(config: StatusConfig) -> Result<(), Error> {
     writeln!(out)?;
     writeln!(out, "{:<12} {:>10}", "STATE", "ROWS")?;
     for c in &counts {
-        writeln!(out, "{:<12} {:>10}", c.state, c.rows)?;
+        writeln!(out, "{:<12} {:>10}", escape(&c.state), c.rows)?;
     }
     if !failures.is_empty() {
         writeln!(out)?;
@@ -61,9 +63,9 @@ pub async fn status(config: StatusConfig) -> Result<(), Error> {
                 f.id,
                 f.trigger_id,
                 f.event_id,
-                f.user_pk,
+                escape(&f.user_pk),
                 at,
-                f.last_error.as_deref().unwrap_or("")
+                escape(f.last_error.as_deref().unwrap_or(""))
             )?;
         }
     }
@@ -78,29 +80,35 @@ pub async fn replay(config: ReplayConfig) -> Result<(), Error> {
                 .into(),
         ));
     }
-    if config.states.contains(&crate::outbox::State::Pending) {
+    if config.states.contains(&State::Pending) {
         return Err(Error::Config(
             "pending rows are already on their way and cannot be replayed".into(),
         ));
     }
     let db = Db::for_command(&config.database)?;
     db.check_schema().await?;
-    let non_empty = |v: &Vec<i64>| (!v.is_empty()).then(|| v.clone());
-    let selection = ReplaySelection {
-        ids: non_empty(&config.ids),
-        id_from: config.id_range.and_then(|r| r.from),
-        id_to: config.id_range.and_then(|r| r.to),
-        states: (!config.states.is_empty()).then(|| config.states.clone()),
-        triggers: non_empty(&config.triggers),
-        created_after: config.created_after,
-        created_before: config.created_before,
-        include_dispatched: config.include_dispatched,
-    };
+    let selection = replay_selection(&config, replay_states(&config));
     let rows = db.replay(&selection, config.dry_run).await?;
+    // Rows named by --id that the default left alone, so that the operator learns why
+    // and what to add (`--state cancelled`) instead of reading "replayed 0 row(s)".
+    let left_alone = if config.states.is_empty() && !config.ids.is_empty() {
+        let finished_on_purpose = replay_selection(&config, FINISHED_ON_PURPOSE.to_vec());
+        db.replay(&finished_on_purpose, true).await?
+    } else {
+        Vec::new()
+    };
     let mut out = std::io::stdout().lock();
     if config.json {
-        let doc = serde_json::json!({ "dry_run": config.dry_run, "rows": rows });
-        writeln!(out, "{doc:#}")?;
+        let left: Vec<_> = left_alone
+            .iter()
+            .map(|r| serde_json::json!({"id": r.id, "state": r.state}))
+            .collect();
+        let doc = serde_json::json!({
+            "dry_run": config.dry_run,
+            "rows": rows,
+            "left_alone": left,
+        });
+        writeln!(out, "{}", cli_text::json(&doc))?;
         return Ok(());
     }
     let verb = if config.dry_run {
@@ -119,6 +127,15 @@ pub async fn replay(config: ReplayConfig) -> Result<(), Error> {
             "{skipped} row(s) changed state while listing and were left alone"
         )?;
     }
+    for r in &left_alone {
+        let state = escape(&r.state);
+        writeln!(
+            out,
+            "row {} is {state} (finished on purpose) and was left alone; \
+             add --state {state} to replay it",
+            r.id
+        )?;
+    }
     if rows.is_empty() {
         return Ok(());
     }
@@ -132,16 +149,52 @@ pub async fn replay(config: ReplayConfig) -> Result<(), Error> {
             out,
             "{:>10} {:<10} {:>8} {:>8} {:<12} {:>4} -> {:<4} {}",
             r.id,
-            r.state,
+            escape(&r.state),
             r.trigger_id,
             r.event_id,
-            r.user_pk,
+            escape(&r.user_pk),
             r.generation,
             r.new_generation,
-            r.workflow_id.as_deref().unwrap_or("-")
+            escape(r.workflow_id.as_deref().unwrap_or("-"))
         )?;
     }
     Ok(())
+}
+
+/// Rows an operator or the site's conditions finished on purpose: a replay would perform
+/// what was meant not to happen, so only `--state` picks them.
+const FINISHED_ON_PURPOSE: [State; 2] = [State::Cancelled, State::Skipped];
+
+/// The states a replay picks (README, "The command line"; docs/contract.md, "Operator
+/// commands"). `--state` names them. Without it, `--id-range`, `--trigger` and
+/// `--created-after/-before` pick `failed` rows only: a replay performs the trigger's
+/// actions as they are now, so sweeping `done` rows would perform every action added since
+/// on each of them. Rows named one by one with `--id` are picked when `failed` or `done` (a
+/// deliberate re-run). `dispatched` rows need `--include-dispatched` either way (the query's
+/// own guard), and `pending` rows are never picked.
+fn replay_states(config: &ReplayConfig) -> Vec<State> {
+    if !config.states.is_empty() {
+        return config.states.clone();
+    }
+    if config.ids.is_empty() {
+        vec![State::Failed, State::Dispatched]
+    } else {
+        vec![State::Failed, State::Done, State::Dispatched]
+    }
+}
+
+fn replay_selection(config: &ReplayConfig, states: Vec<State>) -> ReplaySelection {
+    let non_empty = |v: &Vec<i64>| (!v.is_empty()).then(|| v.clone());
+    ReplaySelection {
+        ids: non_empty(&config.ids),
+        id_from: config.id_range.and_then(|r| r.from),
+        id_to: config.id_range.and_then(|r| r.to),
+        states: Some(states),
+        triggers: non_empty(&config.triggers),
+        created_after: config.created_after,
+        created_before: config.created_before,
+        include_dispatched: config.include_dispatched,
+    }
 }
 
 /// Replays recorded histories (a live server's or a directory's) against this build;

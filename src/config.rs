@@ -10,18 +10,63 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::outbox::State;
 
+/// The command line, with the secrets read from their files ([`secrets`]): what `main`
+/// parses (`Cli::try_parse`) and the tests too.
+#[derive(Debug)]
+pub struct Cli {
+    pub log: LogConfig,
+    pub command: Command,
+}
+
+/// The command line as clap derives it, before [`secrets::resolve`].
 #[derive(Debug, Parser)]
 #[command(
     name = "trigger-relay",
     version,
     about = "Relays dj-triggers outbox rows from PostgreSQL to Temporal"
 )]
-pub struct Cli {
+struct CliArgs {
     #[command(flatten)]
-    pub log: LogConfig,
+    log: LogConfig,
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
+
+impl clap::CommandFactory for Cli {
+    fn command() -> clap::Command {
+        CliArgs::command()
+    }
+
+    fn command_for_update() -> clap::Command {
+        CliArgs::command_for_update()
+    }
+}
+
+impl clap::FromArgMatches for Cli {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        let on_command_line = secrets::given_on_command_line(matches);
+        let args = CliArgs::from_arg_matches_mut(matches)?;
+        let mut cli = Cli {
+            log: args.log,
+            command: args.command,
+        };
+        secrets::resolve(&mut cli.command, &on_command_line, |variable| {
+            std::env::var_os(variable)
+        })?;
+        Ok(cli)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Parser for Cli {}
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -71,7 +116,16 @@ pub struct DatabaseConfig {
     /// PostgreSQL URL of the site's database, e.g.
     /// postgres://relay@db:5432/site?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem
     /// (libpq's sslmode, sslrootcert, sslcert and sslkey are honoured, as are PGSSLMODE etc.).
-    #[arg(long, env = "TRIGGER_RELAY_DATABASE_URL", hide_env_values = true)]
+    /// Required; or TRIGGER_RELAY_DATABASE_URL_FILE, a file holding it. A password given
+    /// as this flag is visible to every user of the machine (ps): prefer either variable.
+    // Empty = not given: the URL may come from its file, which `secrets::resolve` reads.
+    #[arg(
+        long,
+        env = "TRIGGER_RELAY_DATABASE_URL",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
     pub database_url: String,
     /// Largest number of pooled PostgreSQL connections of the relay (default: max in flight
     /// + 2). The LISTEN connection and the workflow worker's pool are extra.
@@ -110,25 +164,305 @@ impl std::fmt::Debug for DatabaseConfig {
     }
 }
 
-/// The URL with its password (URL or `password=` form) replaced by `***`.
+/// Connection parameters whose value is a secret: the login's password, and the password
+/// of an encrypted client key.
+const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// The URL or libpq connection string with every secret replaced by `***`: the URL's
+/// password (`postgres://relay:***@db/site`, also when it holds an unencoded `/` or `@`),
+/// `password=` and `sslpassword=` query parameters (`?sslmode=require&password=***`), and
+/// their key=value forms, quoted or not (`password='***'`, `password = ***`).
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        if let Some((userinfo, host)) = authority.rsplit_once('@')
-            && let Some((user, _password)) = userinfo.split_once(':')
-        {
-            return format!("{scheme}://{user}:***@{host}{tail}");
-        }
-        return url.to_owned();
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", redact_uri_rest(rest)),
+        None => redact_key_values(url),
     }
-    url.split_whitespace()
+}
+
+/// `user:password@host/db?params` with the password and secret parameters redacted.
+fn redact_uri_rest(rest: &str) -> String {
+    let query_at = rest.find(['?', '#']).unwrap_or(rest.len());
+    let (before_query, query) = rest.split_at(query_at);
+    // The last `@` before the query ends the user info. An unencoded `/` or `@` in the
+    // password makes the URL invalid, yet the Debug output of a bad setting must not show
+    // it either; a dbname holding `@` gets more redacted than needed, which is harmless.
+    let before_query = match before_query.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = before_query.split_at(at);
+            match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{user}:***{host}"),
+                None => before_query.to_owned(),
+            }
+        }
+        None => before_query.to_owned(),
+    };
+    let Some(params) = query.strip_prefix('?') else {
+        return format!("{before_query}{query}");
+    };
+    let (params, fragment) = match params.find('#') {
+        Some(at) => params.split_at(at),
+        None => (params, ""),
+    };
+    let params = params
+        .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.trim() == "password" => "password=***".to_owned(),
+            Some((key, _)) if is_secret_parameter(&percent_decode(key)) => format!("{key}=***"),
             _ => pair.to_owned(),
         })
         .collect::<Vec<_>>()
-        .join(" ")
+        .join("&");
+    format!("{before_query}?{params}{fragment}")
+}
+
+fn is_secret_parameter(key: &str) -> bool {
+    SECRET_PARAMETERS.contains(&key.trim())
+}
+
+/// `%xx` decoded (libpq decodes URI parameter names too); an invalid escape stays as is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                let value = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
+                out.push(u8::try_from(value).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A libpq key=value connection string (`host=db password='s3 cret'`) with the values of
+/// secret keys replaced by `***`, read as libpq reads it: spaces around `=`, values in
+/// single quotes with `\'` and `\\` escapes, or unquoted up to the next space.
+fn redact_key_values(conninfo: &str) -> String {
+    let chars: Vec<char> = conninfo.chars().collect();
+    let mut out = String::with_capacity(conninfo.len());
+    let mut i = 0;
+    let skip_spaces = |mut i: usize| {
+        while chars.get(i).is_some_and(|c| c.is_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    while i < chars.len() {
+        let start = i;
+        i = skip_spaces(i);
+        let key_start = i;
+        while chars
+            .get(i)
+            .is_some_and(|c| !c.is_whitespace() && *c != '=')
+        {
+            i += 1;
+        }
+        let key: String = chars[key_start..i].iter().collect();
+        i = skip_spaces(i);
+        if chars.get(i) != Some(&'=') {
+            // Not key=value (libpq refuses it): keep the rest as it is.
+            out.extend(&chars[start..]);
+            break;
+        }
+        i = skip_spaces(i + 1);
+        let value_start = i;
+        if chars.get(i) == Some(&'\'') {
+            i += 1;
+            while let Some(&c) = chars.get(i) {
+                i += 1;
+                match c {
+                    '\\' => i += 1,
+                    '\'' => break,
+                    _ => {}
+                }
+            }
+        } else {
+            while let Some(&c) = chars.get(i) {
+                if c.is_whitespace() {
+                    break;
+                }
+                i += if c == '\\' { 2 } else { 1 };
+            }
+        }
+        let i_end = i.min(chars.len());
+        out.extend(&chars[start..value_start]);
+        if is_secret_parameter(&key) {
+            let quoted = chars.get(value_start) == Some(&'\'');
+            out.push_str(if quoted { "'***'" } else { "***" });
+        } else {
+            out.extend(&chars[value_start..i_end]);
+        }
+        i = i_end;
+    }
+    out
+}
+
+/// Secrets from files (`TRIGGER_RELAY_DATABASE_URL_FILE`, `TRIGGER_RELAY_TEMPORAL_API_KEY_FILE`:
+/// systemd's `LoadCredential=`, Kubernetes secret volumes), and a warning when a secret is
+/// a command-line flag, which every user of the machine reads in `ps` (docs/contract.md,
+/// "Daemon configuration").
+pub mod secrets {
+    use std::ffi::OsString;
+    use std::path::Path;
+
+    use clap::ArgMatches;
+    use clap::error::ErrorKind;
+    use clap::parser::ValueSource;
+
+    use super::{Command, DatabaseConfig, TemporalConfig, redact_url};
+
+    pub const DATABASE_URL_FILE: &str = "TRIGGER_RELAY_DATABASE_URL_FILE";
+    pub const TEMPORAL_API_KEY_FILE: &str = "TRIGGER_RELAY_TEMPORAL_API_KEY_FILE";
+
+    /// A URL or an API key is far smaller; a bigger file is the wrong file.
+    const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+    /// Which secret flags the command line itself carries (not the environment).
+    #[derive(Debug, Default)]
+    pub struct OnCommandLine {
+        pub database_url: bool,
+        pub temporal_api_key: bool,
+    }
+
+    pub fn given_on_command_line(matches: &ArgMatches) -> OnCommandLine {
+        let Some((_, sub)) = matches.subcommand() else {
+            return OnCommandLine::default();
+        };
+        let from_flag = |id: &str| {
+            // `value_source` of an id the subcommand does not have is a programming error
+            // to clap; `try_contains_id` asks first.
+            sub.try_contains_id(id).unwrap_or(false)
+                && sub.value_source(id) == Some(ValueSource::CommandLine)
+        };
+        OnCommandLine {
+            database_url: from_flag("database_url"),
+            temporal_api_key: from_flag("temporal_api_key"),
+        }
+    }
+
+    /// Fills each secret from its file where the file variable is set, refuses both or
+    /// neither (for the database URL), and warns about secrets on the command line.
+    pub fn resolve(
+        command: &mut Command,
+        on_command_line: &OnCommandLine,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<(), clap::Error> {
+        let (database, temporal): (Option<&mut DatabaseConfig>, Option<&mut TemporalConfig>) =
+            match command {
+                Command::Run(c) => {
+                    let c = &mut **c;
+                    (Some(&mut c.database), Some(&mut c.temporal))
+                }
+                Command::Cancel(c) => (Some(&mut c.database), Some(&mut c.temporal)),
+                Command::Status(c) => (Some(&mut c.database), None),
+                Command::Replay(c) => (Some(&mut c.database), None),
+                Command::ReplayHistories(c) => (None, Some(&mut c.temporal)),
+            };
+        let file_of = |variable: &str| env(variable).filter(|v| !v.is_empty());
+        if let Some(database) = database {
+            match (database.database_url.is_empty(), file_of(DATABASE_URL_FILE)) {
+                (true, Some(path)) => {
+                    database.database_url = read(DATABASE_URL_FILE, Path::new(&path))?;
+                }
+                (true, None) => {
+                    return Err(clap::Error::raw(
+                        ErrorKind::MissingRequiredArgument,
+                        format!(
+                            "no database URL: set TRIGGER_RELAY_DATABASE_URL, or \
+                             {DATABASE_URL_FILE} to a file holding it"
+                        ),
+                    ));
+                }
+                (false, Some(_)) => {
+                    return Err(both("TRIGGER_RELAY_DATABASE_URL", DATABASE_URL_FILE));
+                }
+                (false, None) => {}
+            }
+            // A URL without a password (certificate or peer authentication) is no secret.
+            if on_command_line.database_url
+                && redact_url(&database.database_url) != database.database_url
+            {
+                warn(
+                    "--database-url",
+                    "TRIGGER_RELAY_DATABASE_URL",
+                    DATABASE_URL_FILE,
+                );
+            }
+        }
+        if let Some(temporal) = temporal {
+            match (&temporal.temporal_api_key, file_of(TEMPORAL_API_KEY_FILE)) {
+                (None, Some(path)) => {
+                    temporal.temporal_api_key =
+                        Some(read(TEMPORAL_API_KEY_FILE, Path::new(&path))?);
+                }
+                (Some(_), Some(_)) => {
+                    return Err(both(
+                        "TRIGGER_RELAY_TEMPORAL_API_KEY",
+                        TEMPORAL_API_KEY_FILE,
+                    ));
+                }
+                _ => {}
+            }
+            if on_command_line.temporal_api_key {
+                warn(
+                    "--temporal-api-key",
+                    "TRIGGER_RELAY_TEMPORAL_API_KEY",
+                    TEMPORAL_API_KEY_FILE,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn both(variable: &str, file_variable: &str) -> clap::Error {
+        clap::Error::raw(
+            ErrorKind::ArgumentConflict,
+            format!("{variable} (or its flag) and {file_variable} are both set; set one of them"),
+        )
+    }
+
+    /// A warning rather than a refusal: the value works, and refusing would break every
+    /// script that passes it today; the operator learns how to keep it out of `ps`.
+    fn warn(flag: &str, variable: &str, file_variable: &str) {
+        eprintln!(
+            "trigger-relay: warning: {flag} puts a secret on the command line, where every \
+             user of this machine can read it (ps, /proc/<pid>/cmdline); set {variable} or \
+             {file_variable} instead"
+        );
+    }
+
+    /// The file's text without its trailing newline(s): what `echo` or an editor leaves.
+    pub fn read(variable: &str, path: &Path) -> Result<String, clap::Error> {
+        let fail = |problem: String| {
+            clap::Error::raw(
+                ErrorKind::Io,
+                format!("{variable}={}: {problem}", path.display()),
+            )
+        };
+        let metadata = std::fs::metadata(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        if !metadata.is_file() {
+            return Err(fail("not a regular file".into()));
+        }
+        if metadata.len() > MAX_SECRET_BYTES {
+            return Err(fail(format!(
+                "{} bytes; a secret file holds at most {MAX_SECRET_BYTES}",
+                metadata.len()
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))?;
+        let value = text.trim_end_matches(['\n', '\r']);
+        if value.is_empty() {
+            return Err(fail("the file is empty".into()));
+        }
+        Ok(value.to_owned())
+    }
 }
 
 #[derive(Clone, Args)]
@@ -154,7 +488,9 @@ pub struct TemporalConfig {
         default_value = "trigger-relay"
     )]
     pub temporal_task_queue: String,
-    /// API key (Temporal Cloud). Enables TLS. Never logged.
+    /// API key (Temporal Cloud). Enables TLS. Never logged. Or
+    /// TRIGGER_RELAY_TEMPORAL_API_KEY_FILE, a file holding it. As a flag it is visible to
+    /// every user of the machine (ps): prefer either variable.
     #[arg(long, env = "TRIGGER_RELAY_TEMPORAL_API_KEY", hide_env_values = true)]
     pub temporal_api_key: Option<String>,
     /// PEM file of the CA that signed the server's certificate (self-hosted TLS).
@@ -757,6 +1093,153 @@ mod tests {
             database_tcp_user_timeout: Duration::from_secs(30),
         };
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn every_form_of_password_is_redacted() {
+        for (url, redacted) in [
+            // Query parameters, libpq's URI form (percent-encoded names too).
+            (
+                "postgres://relay@db/site?sslmode=require&password=s3cret",
+                "postgres://relay@db/site?sslmode=require&password=***",
+            ),
+            (
+                "postgresql://db/site?password=s3cret&sslmode=verify-full",
+                "postgresql://db/site?password=***&sslmode=verify-full",
+            ),
+            (
+                "postgres://db/site?pass%77ord=s3cret",
+                "postgres://db/site?pass%77ord=***",
+            ),
+            (
+                "postgres://relay@db/site?sslkey=/k.pem&sslpassword=s3cret#x",
+                "postgres://relay@db/site?sslkey=/k.pem&sslpassword=***#x",
+            ),
+            // A password holding an unencoded `/` or `@`.
+            (
+                "postgres://relay:s3/cr@et@db:5432/site",
+                "postgres://relay:***@db:5432/site",
+            ),
+            ("postgres://:s3cret@db/site", "postgres://:***@db/site"),
+            // libpq key=value: quoted, spaces around `=`, escapes.
+            (
+                "host=db password='s3 cret' user=relay",
+                "host=db password='***' user=relay",
+            ),
+            (
+                "host=db password = s3cret user=relay",
+                "host=db password = *** user=relay",
+            ),
+            (
+                r"password='it\'s s3cret' dbname=site",
+                "password='***' dbname=site",
+            ),
+            (r"password=s3\ cret host=db", "password=*** host=db"),
+            ("sslpassword='k3y' host=db", "sslpassword='***' host=db"),
+            // No secret: as it was.
+            (
+                "host=db user=relay dbname='my site'",
+                "host=db user=relay dbname='my site'",
+            ),
+        ] {
+            assert_eq!(redact_url(url), redacted, "{url}");
+            assert!(!redact_url(url).contains("s3"), "{url}");
+        }
+    }
+
+    /// The command line parsed with `env` as the only file variables (the process's own
+    /// environment is the test runner's).
+    fn parse_with_env(
+        args: &[&str],
+        env: &[(&str, &std::path::Path)],
+    ) -> Result<Command, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut matches = CliArgs::command().try_get_matches_from(args)?;
+        let on_command_line = secrets::given_on_command_line(&matches);
+        let mut command = CliArgs::from_arg_matches_mut(&mut matches)?.command;
+        secrets::resolve(&mut command, &on_command_line, |variable| {
+            env.iter()
+                .find(|(name, _)| *name == variable)
+                .map(|(_, path)| path.as_os_str().to_owned())
+        })?;
+        Ok(command)
+    }
+
+    #[test]
+    fn secrets_come_from_their_files() {
+        let dir =
+            std::env::temp_dir().join(format!("trigger-relay-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let url_file = dir.join("url");
+        std::fs::write(&url_file, "postgres://relay:s3cret@db/site\n").expect("write");
+        let key_file = dir.join("key");
+        std::fs::write(&key_file, "k3y\r\n").expect("write");
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").expect("write");
+        let missing = dir.join("missing");
+
+        let run = parse_with_env(
+            &["trigger-relay", "run"],
+            &[
+                (secrets::DATABASE_URL_FILE, &url_file),
+                (secrets::TEMPORAL_API_KEY_FILE, &key_file),
+            ],
+        );
+        let resolved = match run {
+            Ok(Command::Run(config)) => Some((
+                config.database.database_url.clone(),
+                config.temporal.temporal_api_key.clone(),
+            )),
+            _ => None,
+        };
+        let problems = [
+            parse_with_env(&["trigger-relay", "status"], &[]),
+            parse_with_env(
+                &[
+                    "trigger-relay",
+                    "status",
+                    "--database-url",
+                    "postgres://db/x",
+                ],
+                &[(secrets::DATABASE_URL_FILE, &url_file)],
+            ),
+            parse_with_env(
+                &["trigger-relay", "status"],
+                &[(secrets::DATABASE_URL_FILE, &empty)],
+            ),
+            parse_with_env(
+                &["trigger-relay", "status"],
+                &[(secrets::DATABASE_URL_FILE, &missing)],
+            ),
+            parse_with_env(
+                &["trigger-relay", "status"],
+                &[(secrets::DATABASE_URL_FILE, &dir)],
+            ),
+        ]
+        .map(|r| r.err().map(|e| e.to_string()).unwrap_or_default());
+        let _ = std::fs::remove_dir_all(&dir);
+
+        assert_eq!(
+            resolved,
+            Some((
+                "postgres://relay:s3cret@db/site".to_owned(),
+                Some("k3y".to_owned())
+            ))
+        );
+        assert!(problems[0].contains("no database URL"), "{}", problems[0]);
+        assert!(problems[1].contains("both set"), "{}", problems[1]);
+        assert!(problems[2].contains("empty"), "{}", problems[2]);
+        assert!(
+            problems[3].contains("TRIGGER_RELAY_DATABASE_URL_FILE=")
+                && problems[3].contains("missing"),
+            "{}",
+            problems[3]
+        );
+        assert!(
+            problems[4].contains("not a regular file"),
+            "{}",
+            problems[4]
+        );
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! Readiness, owned in one place: each dependency's state with its last success and last
 //! error, and the process's own long-running tasks. `/readyz` is 200 only while PostgreSQL
 //! and Temporal both answered their last call and no task has died.
+//!
+//! `/readyz` answers anyone who reaches the metrics port, so its body names dependencies
+//! and their states only; an error's text (hosts, users, certificate paths, server
+//! messages) goes to the log, once when a dependency starts failing and again whenever the
+//! error changes (docs/contract.md, "Daemon metrics").
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -76,16 +81,19 @@ impl Health {
     }
 
     pub fn set_failing(&self, component: Component, error: Option<String>) {
-        let was = self.with(|s| {
+        let (was, changed) = self.with(|s| {
             let dep = dependency(s, component);
             let was = dep.ok;
             dep.ok = false;
-            if error.is_some() {
+            let changed = error.is_some() && dep.last_error != error;
+            if changed {
                 dep.last_error = error.clone();
             }
-            was
+            (was, changed)
         });
-        if was {
+        // The log is where the detail is (not /readyz): every new error of a failing
+        // dependency is logged, a repeat of the same one is not.
+        if was || changed {
             tracing::warn!(
                 component = component.as_str(),
                 error,
@@ -122,14 +130,13 @@ impl Health {
         self.with(|s| s.postgres.ok && s.temporal.ok && s.dead_task.is_none())
     }
 
-    /// What `/readyz` shows.
+    /// What `/readyz` shows: names and states, never an error's text (see the module).
     pub fn report(&self) -> serde_json::Value {
         self.with(|s| {
             let dep = |d: &Dependency| {
                 serde_json::json!({
                     "ok": d.ok,
                     "seconds_since_success": d.last_success.map(|t| t.elapsed().as_secs_f64()),
-                    "last_error": d.last_error,
                 })
             };
             serde_json::json!({
@@ -137,7 +144,7 @@ impl Health {
                 "postgres": s.postgres.ok,
                 "temporal": s.temporal.ok,
                 "dependencies": {"postgres": dep(&s.postgres), "temporal": dep(&s.temporal)},
-                "dead_task": s.dead_task,
+                "tasks_ok": s.dead_task.is_none(),
             })
         })
     }

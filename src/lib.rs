@@ -6,6 +6,7 @@
 pub mod backoff;
 pub mod cancel;
 pub mod cli_output;
+pub mod cli_text;
 pub mod codec;
 pub mod config;
 pub mod db;

@@ -584,6 +584,7 @@ async fn replay_by_hand() {
     let none = relay_cli(&db.url, &["replay", "--id", &ids[1].to_string()]);
     assert!(String::from_utf8_lossy(&none.stdout).contains("replayed 0 row(s)"));
 
+    // Without --state an id range picks failed rows only (README, "The command line").
     let range = format!("{}..{}", ids[0], ids[1]);
     let done = relay_cli(
         &db.url,
@@ -591,6 +592,8 @@ async fn replay_by_hand() {
             "replay",
             "--id-range",
             &range,
+            "--state",
+            "done,dispatched",
             "--include-dispatched",
             "--json",
         ],

@@ -1,9 +1,12 @@
 """The outbox in the Django admin: read-only, newest first, no query over the whole table
-to draw a page, and a row's context and last error only for users allowed to see them."""
+to draw a page, and a row's context and last error only for users allowed to see them; and
+the route inline on dj-triggers' Trigger change form, which changes routes only with the
+permission the route actions take."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import django
@@ -20,6 +23,7 @@ from django.utils import timezone
 from trigger_relay.admin import HIDDEN
 from trigger_relay.admin import SKIP_REASONS
 from trigger_relay.models import OutboxRow
+from trigger_relay.routes import TriggerRoute
 
 pytestmark = pytest.mark.django_db
 
@@ -225,3 +229,134 @@ def test_rows_link_to_their_workflow_in_the_temporal_ui(
     assert "/namespaces/site-staging/workflows/" in client.get(CHANGELIST).content.decode()
     monkeypatch.setenv("TRIGGER_RELAY_TEMPORAL_NAMESPACE", "site-prod")
     assert "/namespaces/site-prod/workflows/" in client.get(CHANGELIST).content.decode()
+
+
+# -- the route inline on the Trigger change form ------------------------------------------------
+
+ROUTE_CHANGE = "admin:triggers_trigger_change"
+
+
+def router(*route_permissions: str) -> Client:
+    """Staff who may change triggers, with ``route_permissions`` of ``TriggerRoute``."""
+    user = get_user_model().objects.create(
+        username=f"router-{'-'.join(route_permissions) or 'none'}", is_staff=True
+    )
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="triggers", codename__in=["view_trigger", "change_trigger"]
+        ),
+        *Permission.objects.filter(
+            content_type__app_label="trigger_relay", codename__in=route_permissions
+        ),
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def form_data(page: Any) -> dict[str, Any]:
+    """What a browser posts back for the change form ``page`` shows, unchanged."""
+    data: dict[str, Any] = {}
+
+    def add(form: Any) -> None:
+        for name in form.fields:
+            value = form[name].value()
+            if value is True:
+                data[form.add_prefix(name)] = "on"
+            elif value is not None and value is not False:  # 0 (INITIAL_FORMS) is a value
+                data[form.add_prefix(name)] = value
+
+    add(page.context["adminform"].form)
+    for inline in page.context["inline_admin_formsets"]:
+        add(inline.formset.management_form)
+        for form in inline.formset.forms:
+            add(form)
+    return data
+
+
+def post_route_form(client: Client, trigger: Any, edit: Callable[[dict[str, Any]], None]) -> Any:
+    url = reverse(ROUTE_CHANGE, args=[trigger.pk])
+    page = client.get(url)
+    assert page.status_code == 200
+    data = form_data(page)
+    edit(data)
+    return client.post(url, data)
+
+
+def add_route(data: dict[str, Any]) -> None:
+    data.update(
+        {
+            "relay_route-TOTAL_FORMS": "1",
+            "relay_route-0-route": "temporal",
+            "relay_route-0-trigger": data["trigger_pk"],
+        }
+    )
+
+
+@pytest.fixture
+def trigger() -> Any:
+    from triggers.models import Trigger
+
+    return Trigger.objects.create(name="Routed in the admin", is_enabled=True)
+
+
+def stored_route(trigger: Any) -> str | None:
+    route = TriggerRoute.objects.filter(trigger_id=trigger.pk).first()
+    return route.route if route else None
+
+
+@pytest.mark.parametrize(
+    ("permissions", "may_change"),
+    [
+        (("change_triggerroute",), True),
+        (("view_triggerroute", "change_triggerroute"), True),
+        # Django's own add and delete permissions of the inline's model do not route.
+        (("add_triggerroute",), False),
+        (("view_triggerroute", "add_triggerroute", "delete_triggerroute"), False),
+        (("view_triggerroute",), False),
+    ],
+)
+def test_route_inline_storing_a_first_route_needs_the_change_route_permission(
+    trigger: Any, permissions: tuple[str, ...], may_change: bool
+) -> None:
+    """Storing a trigger's first route (an add, to Django) changes where its firings go:
+    it takes ``trigger_relay.change_triggerroute`` as the route actions do (README,
+    "Routing"), and ``add_triggerroute`` alone does not give it."""
+
+    def edit(data: dict[str, Any]) -> None:
+        data["trigger_pk"] = str(trigger.pk)
+        add_route(data)
+        del data["trigger_pk"]
+
+    post_route_form(router(*permissions), trigger, edit)
+    assert stored_route(trigger) == ("temporal" if may_change else None)
+
+
+@pytest.mark.parametrize(
+    ("permissions", "may_change"),
+    [
+        (("change_triggerroute",), True),
+        (("delete_triggerroute",), False),
+        (("view_triggerroute", "delete_triggerroute"), False),
+        (("view_triggerroute",), False),
+    ],
+)
+def test_route_inline_editing_or_removing_a_route_needs_the_change_route_permission(
+    trigger: Any, permissions: tuple[str, ...], may_change: bool
+) -> None:
+    """Editing the stored route and removing it (a delete, to Django: the settings decide
+    again) both take ``change_triggerroute``; ``delete_triggerroute`` alone does not."""
+    TriggerRoute.objects.create(trigger_id=trigger.pk, route="temporal", changed_by="test")
+    client = router(*permissions)
+
+    post_route_form(client, trigger, lambda data: data.update({"relay_route-0-route": "celery"}))
+    assert stored_route(trigger) == ("celery" if may_change else "temporal")
+
+    post_route_form(client, trigger, lambda data: data.update({"relay_route-0-DELETE": "on"}))
+    assert stored_route(trigger) == (None if may_change else "temporal")
+
+
+def test_route_inline_is_hidden_without_any_route_permission(trigger: Any) -> None:
+    page = router().get(reverse(ROUTE_CHANGE, args=[trigger.pk]))
+    assert page.status_code == 200
+    assert "relay_route-TOTAL_FORMS" not in page.content.decode()

@@ -1,7 +1,9 @@
 """Routes in the Django admin (issue 8, item 1): each trigger's route in dj-triggers' Trigger
 changelist and change form, and actions that route the selected triggers to Temporal or to
-Celery. Changing a route needs ``trigger_relay.change_triggerroute`` (superusers have it);
-every change is written to the admin log.
+Celery. Changing a route needs ``trigger_relay.change_triggerroute`` (superusers have it),
+in the actions and in the inline alike: storing a trigger's first route, editing it and
+removing it (the settings decide again) all take it, and Django's add and delete
+permissions of ``TriggerRoute`` give none of them. Every change is written to the admin log.
 
 dj-triggers registers its own ``TriggerAdmin``; :func:`install` replaces it with a subclass
 that adds the route. A site that registered an admin class of its own for ``Trigger`` keeps
@@ -38,6 +40,26 @@ class TriggerRouteInline(admin.StackedInline):  # type: ignore[type-arg]
     readonly_fields = ("changed_at", "changed_by")
     verbose_name = _("route (stored; otherwise the settings decide)")
     verbose_name_plural = _("route")
+
+    # One permission routes, as the actions and the module's docstring say: storing a
+    # trigger's first route (an add, to Django) and removing it (a delete: the settings
+    # decide again) move its firings as much as editing it does. Django's add and delete
+    # permissions of TriggerRoute alone do not; viewing keeps Django's rule (view or
+    # change permission).
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return may_change_routes(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return may_change_routes(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return may_change_routes(request)
+
+
+def may_change_routes(request: HttpRequest) -> bool:
+    """Whether the request's user may change routes: in the admin, by the actions or the
+    inline (README, "Routing")."""
+    return bool(request.user.has_perm(CHANGE_ROUTE_PERMISSION))
 
 
 def resolved_route(trigger: Any) -> ResolvedRoute:
@@ -79,7 +101,7 @@ class RouteAdminMixin:
         return f"{resolved.route} ({resolved.source})"
 
     def has_change_route_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.has_perm(CHANGE_ROUTE_PERMISSION))
+        return may_change_routes(request)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is TriggerRoute:
