@@ -653,6 +653,13 @@ pub struct WorkerConfig {
     #[arg(long, env = "TRIGGER_RELAY_WORKER_DATABASE_POOL_SIZE", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub worker_database_pool_size: u16,
+    /// Workflows the worker keeps in memory between their tasks (the SDK's sticky cache),
+    /// each with its input: where contexts are large, a lower number bounds the worker's
+    /// memory (docs/contract.md, "Memory"); an evicted workflow is replayed from its history
+    /// at its next task.
+    #[arg(long, env = "TRIGGER_RELAY_WORKER_MAX_CACHED_WORKFLOWS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub worker_max_cached_workflows: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -262,8 +262,11 @@ mod tests {
 
     #[test]
     fn save_writes_every_history_inside_the_directory() {
-        let dir = std::env::temp_dir().join(format!("trigger-relay-save-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // A parent of this test's own, so that what escapes it is this run's alone.
+        let parent =
+            std::env::temp_dir().join(format!("trigger-relay-save-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&parent);
+        let dir = parent.join("histories");
         let clash = file_name("a/b");
         let histories = vec![
             ("../escaped".to_owned(), b"1".to_vec()),
@@ -276,10 +279,8 @@ mod tests {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        let parent_has_it = dir
-            .parent()
-            .is_some_and(|p| p.join("escaped.json").exists());
-        let _ = std::fs::remove_dir_all(&dir);
+        let parent_has_it = parent.join("escaped.json").exists();
+        let _ = std::fs::remove_dir_all(&parent);
         assert!(
             !parent_has_it,
             "a history was written outside the directory"

@@ -124,6 +124,9 @@ impl HostedWorker {
             // After a worker dies its sticky queue holds the next task until this expires;
             // keep it short so a restarted worker resumes promptly.
             .sticky_queue_schedule_to_start_timeout(self.config.sticky_timeout)
+            .max_cached_workflows(
+                usize::try_from(self.config.worker_max_cached_workflows).unwrap_or(usize::MAX),
+            )
             .build();
         // A client of its own per worker instance: a worker that failed (say, Temporal went
         // away while it validated its namespace) stays registered with the client it was
