@@ -113,7 +113,8 @@ pub struct UndecodableRow {
     pub detail: String,
 }
 
-/// A claimed row the relay fails alone, before building its workflow input (SPEC §4.5).
+/// A claimed row the relay fails alone, before building its workflow input (README,
+/// "Running it in production", poison rows).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PoisonRow {
     /// A column the daemon cannot decode.

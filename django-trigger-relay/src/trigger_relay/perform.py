@@ -228,9 +228,9 @@ def _input_matches(firing: dict[str, Any], row: dict[str, Any]) -> bool:
 
 
 def perform(firing: dict[str, Any], caller: Caller | None = None) -> FiringResult:
-    """SPEC §3.2-3.4, §3.7 for the firing that the workflow input ``firing`` names, on behalf
-    of ``caller`` (the activity always names it; None only where no workflow is involved,
-    e.g. a test of dj-triggers' semantics)."""
+    """Perform the firing that the workflow input ``firing`` names, as the module's docstring
+    says, on behalf of ``caller`` (the activity always names it; None only where no workflow
+    is involved, e.g. a test of dj-triggers' semantics)."""
     from triggers.models import Activity
     from triggers.models import Event
     from triggers.models import Trigger
