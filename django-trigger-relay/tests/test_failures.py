@@ -76,19 +76,24 @@ TOO_LONG_TITLE = "x" * 200
 def fire(
     user: Any, name: str = "Failing firing", *, task_title: str = "Ship it"
 ) -> tuple[OutboxRow, TaskCompletedEvent]:
-    """A fired row as the relay's claim leaves it: naming its workflow, here the one
-    ``ActivityEnvironment`` runs activities for."""
+    """A fired row as the relay's claim leaves it (:func:`as_claimed`)."""
     event = make_trigger(name)
     with transaction.atomic():
         event.fire_single(user.pk, task_id=1, task_title=task_title, task_important=False)
-    OutboxRow.objects.filter(event_id=event.pk).update(
-        workflow_id=ActivityEnvironment().info.workflow_id
-    )
-    return OutboxRow.objects.get(event_id=event.pk), event
+    row = OutboxRow.objects.get(event_id=event.pk)
+    as_claimed(row)
+    return row, event
+
+
+def as_claimed(row: OutboxRow) -> None:
+    """Name the row's workflow as the relay's claim does: here the one
+    ``ActivityEnvironment`` runs activities for."""
+    OutboxRow.objects.filter(pk=row.pk).update(workflow_id=ActivityEnvironment().info.workflow_id)
 
 
 def run_activity(row: OutboxRow) -> ApplicationError:
     """Run perform_firing for ``row``; it must fail: returns the error it raised."""
+    as_claimed(row)
     with pytest.raises(ApplicationError) as raised:
         ActivityEnvironment().run(perform_firing, workflow_input(row))
     return raised.value
