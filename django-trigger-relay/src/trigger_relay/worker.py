@@ -19,6 +19,7 @@ import random
 import re
 import signal
 import threading
+import time
 from collections.abc import Awaitable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -683,9 +684,21 @@ async def _work(settings: WorkerSettings, client: Client, stop: asyncio.Event) -
             logger.info("shutting down: in-flight activities get %s", settings.shutdown_timeout)
 
 
-def runtime_threads_left() -> list[str]:
-    """The names of the native Tokio threads still running in this process (Linux; elsewhere,
-    always none). After :func:`run` returns there should be none."""
+def runtime_threads_left(grace: float = 5.0) -> list[str]:
+    """The names of the native Tokio threads still running in this process after up to
+    ``grace`` seconds (Linux; elsewhere, always none). After :func:`run` returns there should
+    be none soon: dropping the runtime signals its threads to stop and waits for their work,
+    but a thread that has finished its work is still listed until it has exited, which on a
+    loaded machine takes a scheduling slice or more."""
+    deadline = time.monotonic() + grace
+    while True:
+        names = _tokio_threads()
+        if not names or time.monotonic() >= deadline:
+            return names
+        time.sleep(0.05)
+
+
+def _tokio_threads() -> list[str]:
     python_threads = {thread.native_id for thread in threading.enumerate()}
     try:
         tids = os.listdir("/proc/self/task")
