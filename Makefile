@@ -1,5 +1,5 @@
 # The two entry points of the README, plus the pieces they are made of.
-.PHONY: demo test test-browser bootstrap dist lint bench bench-smoke help
+.PHONY: demo test test-browser bootstrap dist lint fmt bench bench-smoke help
 
 demo:        ## run the whole product with the example site (see README)
 	scripts/demo.sh
@@ -41,6 +41,11 @@ lint:        ## what CI checks besides the tests
 	cargo clippy --locked --all-targets -- -D warnings
 	.venv/bin/ruff check django-trigger-relay example grafana bench
 	.venv/bin/ruff format --check django-trigger-relay example grafana bench
+
+fmt:         ## rustfmt and ruff (format, then the fixable lints) on everything make lint checks
+	cargo fmt
+	.venv/bin/ruff format django-trigger-relay example grafana bench
+	.venv/bin/ruff check --fix django-trigger-relay example grafana bench
 
 help:        ## this list
 	@grep -E '^[a-z-]+:[^#]*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):[^#]*## /\1\t/' \

@@ -1,3 +1,3 @@
-"""The admin in a real browser (issue 8, item 6): ``make test-browser``."""
+"""The admin in a real browser: ``make test-browser``."""
 
 from __future__ import annotations

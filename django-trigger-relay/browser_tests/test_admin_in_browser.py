@@ -1,4 +1,4 @@
-"""The admin, in a real browser (issue 8, item 6; SPEC §2.1, §2.2, §3.4).
+"""The admin, in a real browser (guarantees §2.1, §2.2, §2.3, §3.4).
 
 An operator's whole journey through the example site's admin in Debian's Chromium: log in,
 compose a trigger in dj-triggers' polymorphic inlines (event "task completed" for important

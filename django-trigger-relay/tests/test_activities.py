@@ -1,5 +1,5 @@
-"""``perform_firing`` checks that the row is still the workflow's firing (SPEC §4.3, §3.4),
-and performs what the row says, not what the workflow input says (SPEC §3.7).
+"""``perform_firing`` checks that the row is still the workflow's firing (guarantees §4.3, §3.4),
+and performs what the row says, not what the workflow input says (guarantees §3.7).
 
 A row id is not a firing's identity: after a point-in-time restore or ``TRUNCATE ...
 RESTART IDENTITY`` a new firing gets the id of an old one whose workflow may still be
@@ -143,7 +143,7 @@ def test_superseded_generation_is_reported_before_the_firing(user: Any) -> None:
     assert nothing_performed(row, event, user)
 
 
-# -- SPEC §3.7: the row, not the workflow input, says what is performed ----------------------
+# -- guarantees §3.7: the row, not the workflow input, says what is performed ----------------
 
 
 def test_input_naming_another_user_trigger_and_context_performs_nothing(user: Any) -> None:

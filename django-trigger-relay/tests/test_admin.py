@@ -202,7 +202,7 @@ def test_the_payload_permission_exists_after_migrate() -> None:
 def test_rows_link_to_their_workflow_in_the_temporal_ui(
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 10, item 4: with ``TRIGGER_RELAY_TEMPORAL_UI_URL`` set (read at every page), each
+    """guarantees §6.6: with ``TRIGGER_RELAY_TEMPORAL_UI_URL`` set (read at every page), each
     row with a workflow id links to ``<base>/namespaces/<namespace>/workflows/<id>``."""
     monkeypatch.delenv("TRIGGER_RELAY_TEMPORAL_NAMESPACE", raising=False)
     started = add_row(state="dispatched", workflow_id="trigger-outbox-9-g0-f00d/é")

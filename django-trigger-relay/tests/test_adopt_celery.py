@@ -1,4 +1,4 @@
-"""Adopting the firings waiting in Celery (SPEC §2.5; issue 8, item 3).
+"""Adopting the firings waiting in Celery (guarantees §2.5).
 
 Real processes, no mocks: a Celery worker (tests_support/celery_worker.py) on the run's Redis
 queue, and the Temporal dev server, daemon and Python worker of tests_support/harness.py, all

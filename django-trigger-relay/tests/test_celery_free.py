@@ -1,5 +1,4 @@
-"""A site with every trigger on Temporal runs with no broker at all (SPEC §2.5; issue 8,
-item 4).
+"""A site with every trigger on Temporal runs with no broker at all (guarantees §2.5).
 
 The Celery broker URL of the test process, of the Python worker and of the management
 commands points at a canary: a TCP listener that counts and drops every connection. Every

@@ -1,4 +1,4 @@
-"""Celery-routed firings reach Celery only, Temporal-routed ones never do (SPEC §2.3).
+"""Celery-routed firings reach Celery only, Temporal-routed ones never do (guarantees §2.3).
 
 A real Celery worker (the example site's app, solo pool) runs in a subprocess against the
 run's own Redis queue and the test database.
@@ -87,7 +87,7 @@ def wait_for_email(subject_prefix: str, log: Path) -> SentEmail:
 def test_celery_route_runs_in_celery_only_and_temporal_route_never_reaches_celery(
     tx_user: Any, celery_worker: Path, celery_queue: CeleryQueue
 ) -> None:
-    """SPEC §2.3: a firing goes to exactly one of Temporal and Celery."""
+    """guarantees §2.3: a firing goes to exactly one of Temporal and Celery."""
     via_temporal = make_trigger("Via Temporal")
     via_celery = make_trigger("Via Celery")
     task = make_task(tx_user, "Routed work")
@@ -116,7 +116,7 @@ def test_celery_route_runs_in_celery_only_and_temporal_route_never_reaches_celer
 def test_switching_route_between_firings(
     tx_user: Any, celery_worker: Path, celery_queue: CeleryQueue
 ) -> None:
-    """SPEC §2.3: routes change at any time without losing or doubling a firing."""
+    """guarantees §2.3: routes change at any time without losing or doubling a firing."""
     make_trigger("Switching")
     first, second, third = (make_task(tx_user, title) for title in ("one", "two", "three"))
 

@@ -1,4 +1,4 @@
-"""System checks for misconfiguration (SPEC §2.3; README "System checks")."""
+"""System checks for misconfiguration (guarantees §2.3; README "System checks")."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_default_route(default: object, expected: list[str]) -> None:
 )
 def test_temporal_ui_url(url: object, expected: list[str], link_base: str | None) -> None:
     """A malformed ``TRIGGER_RELAY_TEMPORAL_UI_URL`` is named by a check, and no link is made
-    from it (issue 10, item 4)."""
+    from it (guarantees §6.6)."""
     with override_settings(TRIGGER_RELAY_TEMPORAL_UI_URL=url):
         messages = check_temporal_ui_url_setting()
         assert ids(messages) == expected
@@ -218,7 +218,7 @@ class NoRelayTables:
 
 
 def test_activity_on_another_database() -> None:
-    """Issue 7 item 6: exactly-once needs the ledger and Activity's lock in one transaction."""
+    """guarantees §3.4: exactly-once needs the ledger and Activity's lock in one transaction."""
     with override_settings(DATABASE_ROUTERS=[f"{__name__}.ActivityElsewhere"]):
         (error,) = relay_messages("trigger_relay.E010")
     assert error.level == checks.ERROR

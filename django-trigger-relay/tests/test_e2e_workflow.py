@@ -1,4 +1,4 @@
-"""End to end, from a firing to its performed actions (SPEC §3, §4.6, §5.1).
+"""End to end, from a firing to its performed actions (guarantees §3, §4.6, §5.1).
 
 Real processes, no mocks: a Temporal dev server, the daemon ``trigger-relay run`` (relay +
 the Rust worker of ``trigger_workflow``) and the Python worker ``manage.py
@@ -75,7 +75,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, reset_seq
 User = get_user_model()
 
 #: Daemon settings of the in-memory harness: an attempt of perform_firing lost with a killed
-#: worker is retried after the 5 s heartbeat timeout (SPEC §3.6), long before its 120 s
+#: worker is retried after the 5 s heartbeat timeout (guarantees §3.6), long before its 120 s
 #: start-to-close timeout; a failing action fails the row after 2 attempts.
 PERFORM_TIMEOUT = "120s"
 PERFORM_HEARTBEAT_TIMEOUT = "5s"
@@ -348,7 +348,7 @@ def perform_attempts(harness: Harness, row: OutboxRow) -> list[int]:
     ]
 
 
-# -- dj-triggers' two example scenarios (SPEC §3.2) -----------------------------------------
+# -- dj-triggers' two example scenarios (guarantees §3.2) -----------------------------------
 
 SCENARIO_DELAY = dt.timedelta(seconds=3)
 MIN_FREQUENCY = dt.timedelta(days=1)
@@ -481,7 +481,7 @@ def scenario_outcomes(
     read it.
 
     dj-triggers' ``Event.fire()`` filters users by the trigger's state *at fire time* (a
-    disabled trigger, a capped user: no firing at all). What SPEC §3.2 is about is the state
+    disabled trigger, a capped user: no firing at all). What guarantees §3.2 is about is the state
     *at due time*, so every firing is recorded in the favourable state (trigger enabled, no
     notification sent, open tasks) and the combination's state is set during the delay.
     """
@@ -536,7 +536,7 @@ class TestFiring:
     def test_dj_triggers_scenarios_at_due_time(
         self, combination: Combination, scenario_outcomes: dict[str, ScenarioOutcome]
     ) -> None:
-        """SPEC §3.2: with fresh data at due time, a disabled trigger → skipped
+        """guarantees §3.2: with fresh data at due time, a disabled trigger → skipped
         trigger_disabled; a user the conditions filter out (already notified: action count
         or frequency cap; no open task) → skipped user_filtered_out; otherwise the action is
         performed once and the Activity's count moves once. An unimportant task does not
@@ -565,8 +565,8 @@ class TestFiring:
         assert outcome.action_count == initial_count + 1
         (email,) = outcome.emails
         assert email["action_id"] == outcome.action_id
-        assert email["context"]["trigger_relay_idempotency_key"] == key  # SPEC §3.4
-        assert email["sent_at"] >= row["due_at"]  # SPEC §3.1
+        assert email["context"]["trigger_relay_idempotency_key"] == key  # guarantees §3.4
+        assert email["sent_at"] >= row["due_at"]  # guarantees §3.1
         if combination.scenario == "important":
             assert email["subject"] == f"Well done, {combination.id}!"
             assert "Write the quarterly report" in email["body"]
@@ -576,8 +576,8 @@ class TestFiring:
             assert "Done long ago" not in email["body"]
 
     def test_nothing_before_due_time_and_conditions_checked_fresh(self, harness: Harness) -> None:
-        """SPEC §3.1: nothing is performed before due time (the row waits `dispatched`);
-        after it, the action is performed once. SPEC §3.2: a condition that turned false
+        """guarantees §3.1: nothing is performed before due time (the row waits `dispatched`);
+        after it, the action is performed once. guarantees §3.2: a condition that turned false
         during the delay → skipped condition_false, nothing performed."""
         delay = dt.timedelta(seconds=4)
         user = make_user("delayed")
@@ -626,7 +626,7 @@ class TestFiring:
         assert dt.timedelta(seconds=2) < timer <= delay
 
     def test_python_worker_killed_inside_the_action_transaction(self, harness: Harness) -> None:
-        """SPEC §3.4, §3.6: the Python worker is SIGKILLed while the action has written its
+        """guarantees §3.4, §3.6: the Python worker is SIGKILLed while the action has written its
         row but not committed: the write rolls back with the connection; the lost attempt
         stops heartbeating and is retried after the 5 s heartbeat timeout, not the 120 s
         start-to-close timeout, and the write is there exactly once, the row `done`.
@@ -670,7 +670,7 @@ class TestFiring:
         assert timed_out.timeout_failure_info.timeout_type == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
 
     def test_python_worker_sigterm_lets_the_running_action_finish(self, harness: Harness) -> None:
-        """SPEC §5.4, §3.4: SIGTERM stops the Python worker gracefully: the action in flight
+        """guarantees §5.4, §3.4: SIGTERM stops the Python worker gracefully: the action in flight
         commits and its result is reported (one attempt, no retry), and the worker exits 0
         within its shutdown bound (TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS=5)."""
         user = make_user("worker-sigterm")
@@ -703,7 +703,7 @@ class TestFiring:
 
     @pytest.mark.parametrize("moment", ["while_performing", "after_commit"])
     def test_daemon_killed_around_the_perform(self, harness: Harness, moment: str) -> None:
-        """SPEC §3.4, §5.1: the daemon (relay + workflow worker) is SIGKILLed while the
+        """guarantees §3.4, §5.1: the daemon (relay + workflow worker) is SIGKILLed while the
         Python activity runs, or right after its transaction committed; restarted, it
         resumes the workflow: the action is performed exactly once and the row ends done."""
         user = make_user(f"daemon-crash-{moment}")
@@ -723,7 +723,7 @@ class TestFiring:
         harness.daemon.kill()
         if moment == "while_performing":
             # The Python worker finishes the activity without the daemon, and the row says
-            # done with the action's commit (issue 9: the activity records it)...
+            # done with the action's commit (the activity records it)...
             harness.wait(
                 lambda: writes_of(key),
                 what="the action's commit",
@@ -743,7 +743,7 @@ class TestFiring:
         assert perform_attempts(harness, row) == [1]
 
     def test_concurrent_firings_respect_the_action_count_cap(self, harness: Harness) -> None:
-        """SPEC §3.3: 20 firings for one user of a trigger with ActionCountCondition(limit=1),
+        """guarantees §3.3: 20 firings for one user of a trigger with ActionCountCondition(limit=1),
         due at the same moment and checked by the worker's threads at the same time: the
         action is performed once (dj-triggers on Celery: 19-20)."""
         firings = 20
@@ -779,7 +779,7 @@ class TestFiring:
         assert overlap >= 3, f"at most {overlap} firing(s) checked at once"
 
     def test_replay_of_a_done_row_performs_nothing_again(self, harness: Harness) -> None:
-        """SPEC §4.6, §3.4: `trigger-relay replay --id N` of a done row runs a new workflow
+        """guarantees §4.6, §3.4: `trigger-relay replay --id N` of a done row runs a new workflow
         (generation 1) that finds the action in the ledger: the row ends done, no second
         mail, the ledger and the Activity's count unchanged."""
         user = make_user("replay-done")
@@ -813,14 +813,14 @@ class TestFiring:
     def test_the_activity_records_the_outcome_in_the_firings_transaction(
         self, harness: Harness
     ) -> None:
-        """Issue 9: the workflow asks perform_firing to record the outcome (``record_outcome``
-        in its input). The activity writes ``done`` in the transaction that performed the
-        action (the row's finished_at is the ledger entry's performed_at: the same
+        """docs/performance.md: the workflow asks perform_firing to record the outcome
+        (``record_outcome`` in its input). The activity writes ``done`` in the transaction that
+        performed the action (the row's finished_at is the ledger entry's performed_at: the same
         transaction's now()) and ``skipped`` on its own, and the workflow schedules no
-        record_outcome activity; and no patch marker is written (the heartbeat patch is
-        retired): a firing without delay is 5 events besides its workflow tasks (11 in all
-        with two clean workflow tasks; 13 with the marker, 19 when the daemon recorded). The
-        daemon still counts both outcomes."""
+        record_outcome activity; and no patch marker is written (the heartbeat patch is retired): a
+        firing without delay is 5 events besides its workflow tasks (11 in all with two clean
+        workflow tasks; 13 with the marker, 19 when the daemon recorded). The daemon still counts
+        both outcomes."""
         before = outcome_counts(harness)
         user = make_user("recorded-by-perform")
         done_trigger = make_trigger("e2e recorded done")
@@ -863,7 +863,7 @@ class TestFiring:
         harness.wait(counted, what="the daemon to count both outcomes", timeout=30)
 
     def test_replay_of_a_failed_row_performs_it_once(self, harness: Harness) -> None:
-        """SPEC §3.4, §3.5, §4.6: a failing action fails the row at once with the error and
+        """guarantees §3.4, §3.5, §4.6: a failing action fails the row at once with the error and
         its write rolled back; once the cause is fixed, a replay by hand performs it exactly
         once."""
         user = make_user("replay-failed")
@@ -882,7 +882,7 @@ class TestFiring:
             f"(in action {action.pk}, RecordAction)"
         )
         failed = harness.journal_entries("action_failed", key=key)
-        assert len(failed) == 1  # SPEC §3.5: an application error is not retried
+        assert len(failed) == 1  # guarantees §3.5: an application error is not retried
         assert writes_of(key) == []  # each attempt's write rolled back
         assert ledger_of(row) == []
         assert action_count(trigger, user) == 0
@@ -900,7 +900,7 @@ class TestFiring:
     def test_failing_action_fails_the_firing_at_once(
         self, harness: Harness, tmp_path: Path
     ) -> None:
-        """SPEC §3.5: an action that has an effect outside the database (a line appended to a
+        """guarantees §3.5: an action that has an effect outside the database (a line appended to a
         file, as an email handed to an SMTP server) and then raises fails the firing at once,
         as dj-triggers on Celery does: the effect happened once (not once per attempt), the
         row is failed with the exception's type, message and the action, and nothing of the
@@ -931,7 +931,7 @@ class TestFiring:
     def test_dropped_connection_is_retried_and_performed_once(
         self, harness: Harness, tmp_path: Path
     ) -> None:
-        """SPEC §3.5, §3.4: an action whose database connection is terminated under it
+        """guarantees §3.5, §3.4: an action whose database connection is terminated under it
         (pg_terminate_backend from another connection, as a failover would) fails with an
         infrastructure error: the attempt is retried on a new connection and the action is
         performed once: one committed write, one ledger entry, the count moved once, and its
@@ -963,7 +963,7 @@ class TestFiring:
     def test_application_errors_are_retried_when_the_site_opts_in(
         self, harness: Harness, tmp_path: Path
     ) -> None:
-        """SPEC §3.5: with TRIGGER_RELAY_RETRY_APPLICATION_ERRORS on, the failing action of
+        """guarantees §3.5: with TRIGGER_RELAY_RETRY_APPLICATION_ERRORS on, the failing action of
         ``test_failing_action_fails_the_firing_at_once`` is retried up to the daemon's
         TRIGGER_RELAY_PERFORM_MAX_ATTEMPTS: its outside effect happens once per attempt (the
         reason it is off by default), and the row is failed with the same error."""
@@ -998,7 +998,7 @@ class TestFiring:
             harness.start_worker()
 
     def test_replay_of_a_waiting_row_performs_it_once(self, harness: Harness) -> None:
-        """SPEC §4.6, §3.4: `replay --include-dispatched` of a row whose workflow still waits
+        """guarantees §4.6, §3.4: `replay --include-dispatched` of a row whose workflow still waits
         on its timer starts generation 1 beside it; at due time the old workflow finds itself
         superseded and only the new one performs the action, once."""
         user = make_user("replay-waiting")
@@ -1031,7 +1031,7 @@ class TestFiring:
         assert action_count(trigger, user) == 1
 
     def test_several_actions_performed_in_id_order_once_each(self, harness: Harness) -> None:
-        """SPEC §2.1, §3.2, §3.4 on dj-triggers main: a trigger with several actions performs
+        """guarantees §2.1, §3.2, §3.4 on dj-triggers main: a trigger with several actions performs
         all of them, in id order (not creation order), each once, and counts one action."""
         if not several_actions_per_trigger():
             pytest.skip("dj-triggers 1.0.1 has one action per trigger (DJT_SCHEMA=main only)")
@@ -1070,7 +1070,7 @@ class TestFiring:
         assert result["performed"] == [first.pk, second.pk, third.pk]
 
     def test_integer_beyond_64_bits_reaches_the_action_exactly(self, harness: Harness) -> None:
-        """SPEC §2.2: an integer context value beyond 64 bits (2**70) goes through the outbox,
+        """guarantees §2.2: an integer context value beyond 64 bits (2**70) goes through the outbox,
         the daemon (which passes the context on as raw JSON), Temporal and the Python worker,
         and the action receives exactly that int (not a float, not a rounded value)."""
         exact = 2**70
@@ -1113,7 +1113,7 @@ class TestFiring:
         assert (received["negative"], received["nested"]) == (-exact, [exact])
 
     def test_context_depth_limit_is_the_daemons(self, harness: Harness) -> None:
-        """SPEC §2.2, §4.5: the deepest context fire() accepts (MAX_CONTEXT_DEPTH levels, the
+        """guarantees §2.2, §4.5: the deepest context fire() accepts (MAX_CONTEXT_DEPTH levels, the
         context object being the first) is relayed and reaches the action unchanged; one
         level more, written to the outbox without fire(), is failed by the daemon with a
         reason naming the context column. So fire() refuses exactly what the relay would."""
@@ -1142,7 +1142,7 @@ class TestFiring:
         assert "context" in (too_deep.last_error or ""), too_deep.last_error
 
     def test_workflow_of_a_reused_row_id_performs_nothing(self, harness: Harness) -> None:
-        """SPEC §4.3, §3.1, §3.4: a database restored to before a firing (its row gone, the id
+        """guarantees §4.3, §3.1, §3.4: a database restored to before a firing (its row gone, the id
         sequence set back) while the firing's workflow waits on its timer; a new firing then
         gets the same row id. The old workflow, due first, finds another firing in the row
         (firing_uuid) and performs nothing (skipped firing_mismatch) without recording
@@ -1201,7 +1201,7 @@ class TestDurableTimer:
     def test_week_long_timer_survives_restarts_then_cancel(
         self, persistent_harness: Harness
     ) -> None:
-        """SPEC §5.1: a 7-day delay is a durable timer in Temporal's history; the daemon
+        """guarantees §5.1: a 7-day delay is a durable timer in Temporal's history; the daemon
         (SIGKILL) and the dev server (SIGKILL, SQLite file) restart and the workflow still
         waits on it; `trigger-relay cancel` then stops it: row cancelled, nothing performed."""
         harness = persistent_harness
@@ -1267,7 +1267,7 @@ class TestDurableTimer:
     def test_timer_due_while_everything_is_down_performs_once(
         self, persistent_harness: Harness
     ) -> None:
-        """SPEC §5.1, §3.4: the daemon is SIGKILLed and the dev server stopped during a 5 s
+        """guarantees §5.1, §3.4: the daemon is SIGKILLed and the dev server stopped during a 5 s
         delay, which ends while both are down; restarted, the timer fires and the action is
         performed exactly once."""
         harness = persistent_harness

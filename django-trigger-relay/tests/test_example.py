@@ -1,4 +1,4 @@
-"""The example site: its commands, its dj-triggers subclasses and the admin (SPEC §2.1)."""
+"""The example site: its commands, its dj-triggers subclasses and the admin (guarantees §2.1)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ EXAMPLE_ROUTES = {
 
 @override_settings(TRIGGER_RELAY_ROUTES=EXAMPLE_ROUTES)
 def test_seed_and_fire_demo(celery_queue: CeleryQueue) -> None:
-    """SPEC §2.2, §2.3: the demo writes Temporal-routed firings to the outbox and sends the
+    """guarantees §2.2, §2.3: the demo writes Temporal-routed firings to the outbox and sends the
     Celery-routed one to the broker."""
     out = io.StringIO()
     call_command("seed_demo", stdout=out)
@@ -71,7 +71,7 @@ def test_seed_and_fire_demo(celery_queue: CeleryQueue) -> None:
 def test_send_email_action_renders_templates_with_user_context(
     user: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    """SPEC §3.2 (dj-triggers' semantics): actions get event.get_user_context(user, context),
+    """guarantees §3.2 (dj-triggers' semantics): actions get event.get_user_context(user, context),
     in id order; several actions per trigger on dj-triggers main."""
     actions = 2 if several_actions_per_trigger() else 1
     event = make_trigger("Congratulate", actions=actions)
@@ -90,7 +90,7 @@ def test_send_email_action_renders_templates_with_user_context(
 def test_send_email_action_sends_nothing_when_its_transaction_fails(
     user: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    """SPEC §3.5: the example's action with an outside effect sends its mail on commit: a
+    """guarantees §3.5: the example's action with an outside effect sends its mail on commit: a
     rendered subject over the 200 characters SentEmail stores fails the action's write, and
     no mail has gone out (sent before the write, it would have, once per attempt)."""
     event = make_trigger("Congratulate")
@@ -133,7 +133,7 @@ def test_important_only_and_clock_events(user: Any) -> None:
 
 
 def test_admin_pages_render(admin_client: Client, user: Any) -> None:
-    """SPEC §2.1: dj-triggers' admin stays as it is; the outbox is listed read-only."""
+    """guarantees §2.1: dj-triggers' admin stays as it is; the outbox is listed read-only."""
     event = make_trigger("Shown in admin")
     with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal"):
         event.fire_single(user.pk, task_id=1)

@@ -1,4 +1,4 @@
-"""What ``perform_firing`` does when the firing raises (SPEC §3.5).
+"""What ``perform_firing`` does when the firing raises (guarantees §3.5).
 
 dj-triggers on Celery never retries a firing. An exception of the site's code (an action, a
 condition, ``get_user_context``) therefore fails the firing at once: a non-retryable
@@ -265,7 +265,7 @@ class TestActivity:
         maximum_attempts: int | None,
         counted_as: str,
     ) -> None:
-        """trigger_relay_worker_firings_total (issue 10, item 3): ``retryable`` only while
+        """trigger_relay_worker_firings_total (guarantees §6.5): ``retryable`` only while
         Temporal will retry; the last attempt's retryable error fails the firing."""
         row, _ = fire(tx_user)
 

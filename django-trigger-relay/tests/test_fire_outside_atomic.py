@@ -1,4 +1,4 @@
-"""Firings outside the site's transaction are visible (issue 7, item 2; README "Fire inside
+"""Firings outside the site's transaction are visible (guarantees §2.2; README "Fire inside
 the transaction").
 
 dj-triggers' README recommends ``transaction.on_commit(lambda: event.fire(...))``. With the

@@ -1,4 +1,4 @@
-"""Lock waits of a firing are bounded (SPEC §3.6; issue 7, item 4).
+"""Lock waits of a firing are bounded (guarantees §3.6).
 
 A worker cut off from the database while it holds ``Activity.lock`` keeps the Activity row
 locked until PostgreSQL notices the dead connection (TCP keepalive: minutes or more). Every

@@ -1,4 +1,4 @@
-"""A Temporal-routed firing becomes one outbox row in the current transaction (SPEC §2.2)."""
+"""A Temporal-routed firing becomes one outbox row in the current transaction (guarantees §2.2)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def committed_rows() -> list[dict[str, Any]]:
 
 @TEMPORAL_ALL
 def test_commit_records_one_row(tx_user: Any) -> None:
-    """SPEC §2.2, §1.2: one firing, one committed row with the firing's data."""
+    """guarantees §2.2, §1.2: one firing, one committed row with the firing's data."""
     event = make_trigger("Note on completion", delay=dt.timedelta(seconds=30))
     task = make_task(tx_user, "Ship it", important=True)
 
@@ -63,7 +63,7 @@ def test_commit_records_one_row(tx_user: Any) -> None:
 
 @TEMPORAL_ALL
 def test_rollback_records_nothing(tx_user: Any) -> None:
-    """SPEC §2.2: if the transaction rolls back there is no row."""
+    """guarantees §2.2: if the transaction rolls back there is no row."""
     make_trigger("Note on completion")
     task = make_task(tx_user)
 
@@ -84,7 +84,7 @@ def test_rollback_records_nothing(tx_user: Any) -> None:
 
 @TEMPORAL_ALL
 def test_rolled_back_savepoint_drops_only_its_firings(tx_user: Any) -> None:
-    """SPEC §2.2: the row belongs to the innermost transaction (savepoint) of the firing."""
+    """guarantees §2.2: the row belongs to the innermost transaction (savepoint) of the firing."""
     make_trigger("Note on completion")
     kept, dropped = make_task(tx_user, "kept"), make_task(tx_user, "dropped")
 
@@ -104,7 +104,7 @@ def test_rolled_back_savepoint_drops_only_its_firings(tx_user: Any) -> None:
 
 @TEMPORAL_ALL
 def test_row_is_written_before_commit_and_visible_only_after(tx_user: Any) -> None:
-    """SPEC §2.2: the row is part of the firing transaction, not written beside it."""
+    """guarantees §2.2: the row is part of the firing transaction, not written beside it."""
     make_trigger("Note on completion")
     task = make_task(tx_user)
     with transaction.atomic():
@@ -115,7 +115,7 @@ def test_row_is_written_before_commit_and_visible_only_after(tx_user: Any) -> No
 
 @TEMPORAL_ALL
 def test_commit_sends_an_empty_wakeup_notification(tx_user: Any) -> None:
-    """SPEC §1.1, §4.1: a commit that wrote rows wakes the relay up; no row data is sent."""
+    """guarantees §1.1, §4.1: a commit that wrote rows wakes the relay up; no row data is sent."""
     make_trigger("Note on completion")
     params = connection.get_connection_params()
     with psycopg.connect(
@@ -136,7 +136,7 @@ def test_commit_sends_an_empty_wakeup_notification(tx_user: Any) -> None:
 @TEMPORAL_ALL
 @pytest.mark.django_db
 def test_one_row_per_firing_and_user(user: Any) -> None:
-    """SPEC §2.2: one row per (event, user) firing, not per action or per trigger."""
+    """guarantees §2.2: one row per (event, user) firing, not per action or per trigger."""
     from django.contrib.auth import get_user_model
 
     actions = 3 if several_actions_per_trigger() else 1
@@ -180,7 +180,7 @@ def test_one_row_per_firing_and_user(user: Any) -> None:
 def test_non_json_context_raises_type_error_and_records_nothing(
     user: Any, context: Any, key: str, message: str
 ) -> None:
-    """SPEC §2.2: anything but JSON values raises TypeError at fire(), naming the key."""
+    """guarantees §2.2: anything but JSON values raises TypeError at fire(), naming the key."""
     event = make_trigger("Note on completion")
     task = make_task(user)
     kwargs = {"task": task} if context == "TASK" else context
@@ -196,7 +196,7 @@ def test_non_json_context_raises_type_error_and_records_nothing(
 @TEMPORAL_ALL
 @pytest.mark.django_db
 def test_json_values_are_stored_as_given(user: Any) -> None:
-    """SPEC §1.2: the context is stored as JSON, nested values included."""
+    """guarantees §1.2: the context is stored as JSON, nested values included."""
     event = make_trigger("Note on completion")
     context = {
         "text": "naïve ✓",
@@ -214,7 +214,8 @@ def test_json_values_are_stored_as_given(user: Any) -> None:
 
 @pytest.mark.django_db
 def test_record_firing_without_delay_attribute_and_with_uuid_user_pk() -> None:
-    """SPEC §1.2: due time = created time + delay (0 if the event has none); user pk as text."""
+    """guarantees §1.2: due time = created time + delay (0 if the event has none); user pk as
+    text."""
     event = SimpleNamespace(pk=7, trigger_id=8)
     user_pk = uuid.UUID("12345678-1234-5678-1234-567812345678")
 
@@ -226,7 +227,7 @@ def test_record_firing_without_delay_attribute_and_with_uuid_user_pk() -> None:
     assert (stored.event_id, stored.trigger_id) == (7, 8)
 
 
-# -- what the relay carries unchanged: depth and integers (SPEC §2.2) -----------------------
+# -- what the relay carries unchanged: depth and integers (guarantees §2.2) -----------------
 
 
 def nested_lists(depth: int, innermost: Any = "bottom") -> Any:
@@ -278,7 +279,7 @@ def stored_depth(row_id: int) -> int:
 @TEMPORAL_ALL
 @pytest.mark.django_db
 def test_context_nested_to_the_limit_is_stored(user: Any) -> None:
-    """SPEC §2.2: a context MAX_CONTEXT_DEPTH levels deep, as the daemon counts the stored
+    """guarantees §2.2: a context MAX_CONTEXT_DEPTH levels deep, as the daemon counts the stored
     column (its own object is level 1), is accepted and stored as it is."""
     assert MAX_CONTEXT_DEPTH == 64  # the daemon's limit (src/outbox.rs)
     event = make_trigger("Note on completion")
@@ -298,7 +299,7 @@ def test_context_nested_to_the_limit_is_stored(user: Any) -> None:
 def test_context_nested_too_deep_raises_type_error_naming_key_and_limit(
     user: Any, lists: int
 ) -> None:
-    """SPEC §2.2: nesting the daemon would refuse (one level more than the limit: the
+    """guarantees §2.2: nesting the daemon would refuse (one level more than the limit: the
     context object + 64 lists) is refused at fire(), with a clear error naming the key and
     the limit, not RecursionError however deep; nothing is recorded."""
     event = make_trigger("Note on completion")
@@ -339,7 +340,7 @@ def test_dicts_count_toward_the_depth_and_a_self_containing_value_is_refused(use
 @TEMPORAL_ALL
 @pytest.mark.django_db
 def test_integer_beyond_64_bits_is_stored_exactly(user: Any) -> None:
-    """SPEC §2.2: integers are carried exactly (the daemon passes the context on as raw
+    """guarantees §2.2: integers are carried exactly (the daemon passes the context on as raw
     JSON), so 2**70 is accepted and stored as that very number, not as a float."""
     event = make_trigger("Note on completion")
 

@@ -1,7 +1,7 @@
-"""``perform_firing`` records the outcome on the row itself (issue 9), and says so in its
-result (``recorded``), so that the workflow counts the outcome and schedules no
-``record_outcome``. Called here in the test process on the real test database, as the
-activity calls it; the Temporal side is in test_e2e_workflow.py."""
+"""``perform_firing`` records the outcome on the row itself (docs/performance.md), and says so in
+its result (``recorded``), so that the workflow counts the outcome and schedules no
+``record_outcome``. Called here in the test process on the real test database, as the activity calls
+it; the Temporal side is in test_e2e_workflow.py."""
 
 from __future__ import annotations
 

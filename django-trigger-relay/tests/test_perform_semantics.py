@@ -1,11 +1,12 @@
-"""dj-triggers semantics of ``perform()`` that retries must not change (issue 7, item 3).
+"""dj-triggers semantics of ``perform()`` that retries must not change (guarantees §3.2, §3.4,
+§3.5).
 
 - Only a missing action means "no action": a database error reading the trigger's action
   propagates (and is retried), it is not a permanent ``skipped: no_actions``.
 - The ledger is read before anything that an earlier, committed attempt may have changed
   (the trigger's ``is_enabled``, the conditions, which see that attempt's count): a firing
   whose actions are all in the ledger is ``done`` with ``already_performed``.
-- ``Activity.Cancel`` (SPEC §3.2), raised by an action, a condition or ``get_user_context``,
+- ``Activity.Cancel`` (guarantees §3.2), raised by an action, a condition or ``get_user_context``,
   stops the firing: ``skipped: cancelled``, nothing after it performed, the count unchanged.
 
 ``perform()`` runs here in the test process on the real test database (PostgreSQL).
@@ -256,7 +257,7 @@ def test_skipped_replay_keeps_what_was_performed(
     assert ledger(firing) == [first]
 
 
-# -- Activity.Cancel (SPEC §3.2) ----------------------------------------------------------
+# -- Activity.Cancel (guarantees §3.2) ----------------------------------------------------
 
 
 def test_action_raising_cancel_stops_the_rest_and_leaves_the_count(

@@ -1,4 +1,4 @@
-"""Flipping routes under load (SPEC §2.3; issue 8, item 2).
+"""Flipping routes under load (guarantees §2.3).
 
 Real processes, no mocks: a Temporal dev server, the daemon, the Python worker
 (tests_support/harness.py) and a Celery worker (tests_support/celery_worker.py), all on the

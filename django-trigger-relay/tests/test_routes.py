@@ -1,4 +1,4 @@
-"""Routes as data (SPEC §2.3; issue 8, item 1): kept in the database by trigger pk, read at
+"""Routes as data (guarantees §2.3): kept in the database by trigger pk, read at
 every firing, changed in the admin or by ``manage.py trigger_relay_route``; settings stay
 defaults; a rename changes nothing.
 
@@ -348,7 +348,7 @@ def test_check_does_nothing_without_the_database() -> None:
 
 
 def test_celery_free_site_warns_about_a_trigger_on_celery() -> None:
-    """Issue 8, item 4: with TRIGGER_RELAY_CELERY_FREE, a trigger routed back to Celery is
+    """guarantees §2.5: with TRIGGER_RELAY_CELERY_FREE, a trigger routed back to Celery is
     a warning naming it."""
     first = make_trigger("On Temporal")
     second = make_trigger("Back on Celery")

@@ -1,4 +1,4 @@
-"""Routing per trigger and by default, decided at each firing (SPEC §2.3).
+"""Routing per trigger and by default, decided at each firing (guarantees §2.3).
 
 A Celery-routed firing is observed in the real broker: the run's own Redis queue holds
 dj-triggers' ``handle_event`` message. No worker runs here (see test_celery_worker.py).
@@ -41,7 +41,7 @@ def celery_tasks(queue: CeleryQueue) -> list[tuple[str, list[Any], dict[str, Any
 def test_default_route_is_celery_so_installing_changes_nothing(
     user: Any, celery_queue: CeleryQueue
 ) -> None:
-    """SPEC §2.3: with no route set, dj-triggers' Celery task runs exactly as before."""
+    """guarantees §2.3: with no route set, dj-triggers' Celery task runs exactly as before."""
     event = make_trigger("Unrouted", delay=dt.timedelta(seconds=90))
     assert route_for(event) == "celery"
 
@@ -59,7 +59,7 @@ def test_default_route_is_celery_so_installing_changes_nothing(
 
 @override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal")
 def test_default_route_temporal(user: Any, celery_queue: CeleryQueue) -> None:
-    """SPEC §2.3: the default route applies to triggers not listed in the routes."""
+    """guarantees §2.3: the default route applies to triggers not listed in the routes."""
     event = make_trigger("Unrouted")
     event.fire_single(user.pk, task_id=5)
     assert outbox_count() == 1
@@ -67,7 +67,7 @@ def test_default_route_temporal(user: Any, celery_queue: CeleryQueue) -> None:
 
 
 def test_route_by_trigger_name(user: Any, celery_queue: CeleryQueue) -> None:
-    """SPEC §2.3: a route per trigger, by name."""
+    """guarantees §2.3: a route per trigger, by name."""
     to_temporal = make_trigger("To Temporal")
     to_celery = make_trigger("To Celery")
     with override_settings(TRIGGER_RELAY_ROUTES={"To Temporal": "temporal", "To Celery": "celery"}):
@@ -81,7 +81,7 @@ def test_route_by_trigger_name(user: Any, celery_queue: CeleryQueue) -> None:
 
 
 def test_route_by_trigger_pk_wins_over_name(user: Any, celery_queue: CeleryQueue) -> None:
-    """SPEC §2.3: a route per trigger, by pk; the pk key is the more specific one."""
+    """guarantees §2.3: a route per trigger, by pk; the pk key is the more specific one."""
     event = make_trigger("Both keys")
     routes = {"Both keys": "celery", event.trigger_id: "temporal"}
     with override_settings(TRIGGER_RELAY_ROUTES=routes, TRIGGER_RELAY_DEFAULT_ROUTE="celery"):
@@ -93,7 +93,7 @@ def test_route_by_trigger_pk_wins_over_name(user: Any, celery_queue: CeleryQueue
 def test_route_changes_at_call_time_without_losing_or_doubling(
     user: Any, celery_queue: CeleryQueue
 ) -> None:
-    """SPEC §2.3: routes change at any time; each firing goes exactly one way."""
+    """guarantees §2.3: routes change at any time; each firing goes exactly one way."""
     event = make_trigger("Switching")
     plan = ["celery", "temporal", "temporal", "celery", "temporal"]
     for number, route in enumerate(plan):
@@ -107,7 +107,7 @@ def test_route_changes_at_call_time_without_losing_or_doubling(
 
 
 def test_invalid_route_refuses_to_guess(user: Any, celery_queue: CeleryQueue) -> None:
-    """SPEC §2.3: a firing goes to exactly one of the two, never to neither silently."""
+    """guarantees §2.3: a firing goes to exactly one of the two, never to neither silently."""
     event = make_trigger("Misrouted")
     with (
         override_settings(TRIGGER_RELAY_ROUTES={"Misrouted": "kafka"}),
@@ -139,7 +139,7 @@ def statements_of_the_receiver(event: Event, user: Any, **context: Any) -> list[
 def test_route_and_row_are_one_statement_in_the_sites_transaction(
     user: Any, celery_queue: CeleryQueue, route: str
 ) -> None:
-    """Issue 9, goal 3: inside the site's transaction the route lookup and the outbox INSERT
+    """docs/performance.md: inside the site's transaction the route lookup and the outbox INSERT
     are one round trip (sql/queries/record_firing.sql), on either route: a Temporal-routed
     firing writes its row, a Celery-routed one writes nothing and is published."""
     event = make_trigger(f"One statement to {route}")
@@ -154,8 +154,9 @@ def test_route_and_row_are_one_statement_in_the_sites_transaction(
 
 
 def test_a_stored_route_makes_malformed_settings_moot(user: Any, celery_queue: CeleryQueue) -> None:
-    """SPEC §2.3: the stored route wins without the settings being consulted, as before
-    issue 9's single statement (which is sent without a route from the settings then)."""
+    """guarantees §2.3: the stored route wins without the settings being consulted, as it was
+    before the route lookup and the INSERT became one statement (sent, then, without a route
+    from the settings)."""
     event = make_trigger("Stored wins")
     TriggerRoute.objects.create(trigger_id=event.trigger_id, route="temporal")
     with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="sqs"):
@@ -165,7 +166,7 @@ def test_a_stored_route_makes_malformed_settings_moot(user: Any, celery_queue: C
 
 
 def test_a_malformed_stored_route_refuses_to_guess(user: Any, celery_queue: CeleryQueue) -> None:
-    """SPEC §2.3: a stored route that is neither (written by hand in SQL) is refused with
+    """guarantees §2.3: a stored route that is neither (written by hand in SQL) is refused with
     its value, before anything is written or published."""
     event = make_trigger("Stored kafka")
     TriggerRoute.objects.create(trigger_id=event.trigger_id, route="kafka")
@@ -193,7 +194,7 @@ def test_a_celery_routed_context_need_not_be_json(user: Any, celery_queue: Celer
 
 
 def test_dj_triggers_receiver_is_replaced_by_ours() -> None:
-    """SPEC §2.3: dj-triggers' own receiver is disconnected, ours is connected once."""
+    """guarantees §2.3: dj-triggers' own receiver is disconnected, ours is connected once."""
     assert not receivers.is_connected(Event.fired, tasks.on_event_fired)
     assert receivers.installation.original is tasks.on_event_fired
     assert receivers.installation.original_was_connected

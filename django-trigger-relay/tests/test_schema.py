@@ -1,4 +1,4 @@
-"""The Django migrations apply the canonical SQL files, nothing more or less (SPEC §1.1).
+"""The Django migrations apply the canonical SQL files, nothing more or less (guarantees §1.1).
 
 Each migration applies frozen copies of its version's files, equal to the files. The schema
 that ``migrate`` creates is compared with the schema that ``psql -f`` creates from
@@ -150,7 +150,8 @@ def assert_same_schema(django_db: str, reference_db: str) -> None:
 
 
 def test_package_ships_the_canonical_sql_files() -> None:
-    """SPEC §1.1: the add-on applies the repository's own files (trigger_relay/sql links sql/)."""
+    """guarantees §1.1: the add-on applies the repository's own files (trigger_relay/sql links
+    sql/)."""
     files = schema_files()
     assert [path.resolve() for path in files] == sorted(
         REPO_SQL_DIR.joinpath("schema").resolve().glob("*.sql")
@@ -180,7 +181,7 @@ def applied_sql(migration: Any) -> list[str]:
 
 
 def test_every_schema_file_is_frozen_in_the_migration_of_its_number() -> None:
-    """SPEC §1.1: migration NNNN carries a copy of each sql/schema/NNNN_*.sql, equal to the
+    """guarantees §1.1: migration NNNN carries a copy of each sql/schema/NNNN_*.sql, equal to the
     file, and applies exactly those copies, in the files' order. A released file can
     therefore not be edited (its frozen copy would differ): changes go into a new file."""
     migrations = schema_migrations()
@@ -233,13 +234,13 @@ def test_migrations_never_read_the_schema_files(tmp_path: Path, monkeypatch: Any
 
 @pytest.mark.django_db
 def test_migrated_schema_equals_psql_applied_schema(psql_reference: str) -> None:
-    """SPEC §1.1: `migrate` and `psql -f sql/schema/*.sql` give the same objects."""
+    """guarantees §1.1: `migrate` and `psql -f sql/schema/*.sql` give the same objects."""
     assert_same_schema(connection.settings_dict["NAME"], psql_reference)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_migration_reverses_and_reapplies(psql_reference: str) -> None:
-    """SPEC §1.1: unapplying drops what the SQL created; reapplying gives the same schema."""
+    """guarantees §1.1: unapplying drops what the SQL created; reapplying gives the same schema."""
     name = connection.settings_dict["NAME"]
     call_command("migrate", "trigger_relay", "zero", verbosity=0)
     try:
@@ -251,13 +252,14 @@ def test_migration_reverses_and_reapplies(psql_reference: str) -> None:
 
 @pytest.mark.django_db
 def test_no_missing_migrations() -> None:
-    """SPEC §2.1: the add-on, the example app and dj-triggers' models match their migrations."""
+    """guarantees §2.1: the add-on, the example app and dj-triggers' models match their
+    migrations."""
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_schema_3_leaves_existing_rows_without_a_firing_uuid() -> None:
-    """SPEC §4.3: rows recorded before schema 3 keep firing_uuid NULL (a relay of the
+    """guarantees §4.3: rows recorded before schema 3 keep firing_uuid NULL (a relay of the
     previous release may have started them under their old workflow id); rows recorded
     after it get a uuid of their own from the database."""
     insert = (
@@ -355,7 +357,7 @@ def own_daemon_role(scratch_databases: Any) -> Iterator[str]:
 def test_parallel_test_databases_each_create_and_grant_the_role(
     scratch_databases: Any, own_daemon_role: str
 ) -> None:
-    """SPEC §1.1: schema 1 applied to two new databases at once (pytest-xdist's test
+    """guarantees §1.1: schema 1 applied to two new databases at once (pytest-xdist's test
     databases, parallel CI jobs on one server), where the daemon's role does not exist yet:
     both succeed and both grant the role, although only one may create it (the other's
     CREATE ROLE waits for the first transaction, then finds the name taken)."""
@@ -404,7 +406,7 @@ def test_parallel_test_databases_each_create_and_grant_the_role(
 def test_the_daemon_role_reaches_tables_in_a_schema_other_than_public(
     scratch_databases: Any,
 ) -> None:
-    """SPEC §1.1: a site whose tables live in another schema (search_path) gets the role's
+    """guarantees §1.1: a site whose tables live in another schema (search_path) gets the role's
     USAGE on that schema too; without it every query of the daemon fails with
     "permission denied for schema"."""
     name = scratch_databases()

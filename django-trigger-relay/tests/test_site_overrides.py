@@ -1,6 +1,6 @@
 """The site's overrides on polymorphic Trigger, Event and Condition subclasses stay in force
-when the relay performs a firing (SPEC §3.2; issue 7, item 3), and the actions of a firing
-share one context dict with our idempotency key under a name of ours (SPEC §3.4).
+when the relay performs a firing (guarantees §3.2), and the actions of a firing
+share one context dict with our idempotency key under a name of ours (guarantees §3.4).
 
 dj-triggers on Celery runs ``event.handle`` → ``trigger.filter_user_queryset`` →
 ``event.get_user_context`` → ``trigger.on_event`` → ``Activity.lock`` → actions. Before this,
@@ -252,7 +252,7 @@ def test_frequency_cap_is_judged_on_this_triggers_activity_alone(user: Any) -> N
     assert (second.outcome, second.reason) == ("skipped", "user_filtered_out")
 
 
-# -- one context dict per firing, our key namespaced (SPEC §3.2, §3.4) -------------------------
+# -- one context dict per firing, our key namespaced (guarantees §3.2, §3.4) -------------------
 
 
 def test_site_idempotency_key_in_the_context_is_left_alone(user: Any) -> None:

@@ -1,4 +1,5 @@
-"""``perform`` issues no more SQL statements than dj-triggers' own ``handle_event`` (issue 9).
+"""``perform`` issues no more SQL statements than dj-triggers' own ``handle_event``
+(docs/performance.md).
 
 The same firing (the same kind of trigger, a fresh user, the same context) is performed
 twice in one test: by dj-triggers' Celery task body, ``handle_event(event_pk, user_pk,
@@ -250,8 +251,8 @@ def later_firing_statements(make: Callable[[str], TaskCompletedEvent], name: str
 @pytest.mark.parametrize(
     ("make", "extra"),
     [
-        # The ledger's write (at most once, SPEC §3.4), which dj-triggers does not have; the
-        # row's own read (SPEC §3.7) and the lock timeout (§3.6) are paid for by reading the
+        # The ledger's write (at most once, guarantees §3.4), which dj-triggers does not have; the
+        # row's own read (guarantees §3.7) and the lock timeout (§3.6) are paid for by reading the
         # event and the Activity once each, where handle_event reads them twice.
         (without_conditions, 1),
         # And the conditions judged again under the lock, where the count they judge cannot
@@ -264,9 +265,9 @@ def later_firing_statements(make: Callable[[str], TaskCompletedEvent], name: str
 def test_a_later_firing_costs_at_most_the_ledger_and_the_recheck_more(
     make: Callable[[str], TaskCompletedEvent], extra: int
 ) -> None:
-    """Issue 9, goal 2, for a user's later firing: measured 15 vs 14 statements without
-    conditions (16 before ``perform`` stopped re-filtering the user under the lock when
-    nothing can filter them out), 19 vs 17 with one condition."""
+    """No more statements than ``handle_event`` (docs/performance.md), for a user's later firing:
+    measured 15 vs 14 statements without conditions (16 before ``perform`` stopped re-filtering the
+    user under the lock when nothing can filter them out), 19 vs 17 with one condition."""
     later_firing_statements(make, "warm")
     celery, relay = later_firing_statements(make, "counted")
     print(f"\n{make.__name__}: later firing: perform {relay} statements, handle_event {celery}")

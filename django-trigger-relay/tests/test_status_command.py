@@ -1,4 +1,4 @@
-"""``manage.py trigger_relay_status`` (issue 8, item 4): per trigger its route, its outbox
+"""``manage.py trigger_relay_status`` (guarantees §2.5): per trigger its route, its outbox
 rows by state and what Celery still holds for it, and whether Celery can be stopped.
 
 What Celery holds is read from the run's own real Redis queue (no worker runs here: the
@@ -73,7 +73,7 @@ def test_status_says_when_celery_can_be_stopped(tx_user: Any, celery_queue: Cele
 def test_status_links_each_trigger_to_its_firings_in_the_temporal_ui(
     tx_user: Any, celery_queue: CeleryQueue, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 10, item 4: with ``TRIGGER_RELAY_TEMPORAL_UI_URL`` set, each trigger links to
+    """guarantees §6.6: with ``TRIGGER_RELAY_TEMPORAL_UI_URL`` set, each trigger links to
     the Temporal UI's list of its workflows (search attribute ``TriggerId``)."""
     monkeypatch.delenv("TRIGGER_RELAY_TEMPORAL_NAMESPACE", raising=False)
     make_trigger("Linked")

@@ -1,5 +1,4 @@
-"""Taking ``Event.fired`` over from dj-triggers so that no firing doubles (SPEC §2.3; issue 7
-item 6).
+"""Taking ``Event.fired`` over from dj-triggers so that no firing doubles (guarantees §2.3).
 
 dj-triggers' receiver may be connected in more ways than its own ``@receiver``: with a
 ``dispatch_uid``, for a sender, through a ``functools.wraps`` decorator. ``install()``
@@ -163,7 +162,7 @@ REGISTRATIONS: list[tuple[str, Callable[[], None]]] = [
 def test_install_disconnects_every_registration_of_dj_triggers_receiver(
     register: Callable[[], None], user: Any, celery_queue: CeleryQueue
 ) -> None:
-    """SPEC §2.3: a Temporal-routed firing never also goes to Celery, however dj-triggers'
+    """guarantees §2.3: a Temporal-routed firing never also goes to Celery, however dj-triggers'
     receiver was connected."""
     register()
     receivers.install()
@@ -182,7 +181,7 @@ def test_install_disconnects_every_registration_of_dj_triggers_receiver(
 def test_celery_routed_firing_is_enqueued_once_after_the_takeover(
     user: Any, celery_queue: CeleryQueue
 ) -> None:
-    """SPEC §2.3: with every extra registration gone, Celery gets a firing exactly once."""
+    """guarantees §2.3: with every extra registration gone, Celery gets a firing exactly once."""
     for _, register in REGISTRATIONS:
         register()
     receivers.install()
@@ -294,7 +293,7 @@ SITE_RECEIVERS: list[tuple[str, Callable[[], Callable[..., Any]], str, str]] = [
 def test_check_names_a_site_receiver_that_reaches_celery(
     make_receiver: Callable[[], Callable[..., Any]], name: str, reference: str
 ) -> None:
-    """Issue 7 item 6: an Error (not a Warning) naming the receiver and what it refers to."""
+    """guarantees §2.3: an Error (not a Warning) naming the receiver and what it refers to."""
     connected(make_receiver())
 
     (error,) = relay_messages()

@@ -1,4 +1,4 @@
-"""The daemon reads trigger names from dj-triggers' own table (issue 10, item 4): its
+"""The daemon reads trigger names from dj-triggers' own table (guarantees §6.6): its
 ``sql/queries/trigger_names.sql``, run here on the real ``triggers_trigger`` of the installed
 dj-triggers (1.0.1 or main, see scripts/test.sh), gives each trigger's name for the
 workflow's memo and search attributes; a deleted trigger is simply absent."""

@@ -1,9 +1,9 @@
-"""The worker keeps its database connection between activities (issue 9).
+"""The worker keeps its database connection between activities (docs/performance.md).
 
 A site with ``CONN_MAX_AGE = 0`` (the example, and these tests' settings) had the worker open a
-PostgreSQL connection per activity (8.5 ms each in issue 9's benchmark, most of PostgreSQL's
-CPU per firing). ``TRIGGER_RELAY_WORKER_CONN_MAX_AGE`` (default 60 s) keeps it, with Django's
-health checks, whatever the site sets for its web requests.
+PostgreSQL connection per activity (8.5 ms each in the benchmark of docs/performance.md, most of
+PostgreSQL's CPU per firing). ``TRIGGER_RELAY_WORKER_CONN_MAX_AGE`` (default 60 s) keeps it, with
+Django's health checks, whatever the site sets for its web requests.
 
 Real processes: a Temporal dev server, the daemon and ``manage.py trigger_relay_worker`` with
 one activity thread (tests_support/harness.py). The worker's connections are told apart in

@@ -1,4 +1,4 @@
-"""The Python worker's Prometheus endpoint (issue 10, item 3).
+"""The Python worker's Prometheus endpoint (guarantees §6.5).
 
 ``TRIGGER_RELAY_WORKER_METRICS_ADDR`` is read as the worker's other settings (the environment
 over Django settings, empty counts as unset, a bad value named with where it was set). With it,

@@ -1,5 +1,5 @@
 """The Python activity worker as a process: configuration errors, waiting for Temporal at
-start, and SIGTERM (SPEC §5.3, §5.4). What it does with firings is covered end to end in
+start, and SIGTERM (guarantees §5.3, §5.4). What it does with firings is covered end to end in
 test_e2e_workflow.py."""
 
 from __future__ import annotations
@@ -124,14 +124,15 @@ def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield address
 
 
-# Issue 7, item 8: a SIGTERM soon after start-up aborted the worker now and then, after it had
-# logged "stopped" (interpreter exit with the SDK's threads alive: exit -6, "Fatal Python
-# error: PyGILState_Release"), 4 times in 40 on a loaded machine. Hence several SIGTERMs.
+# guarantees §5.4 wants a clean exit on SIGTERM: a SIGTERM soon after start-up aborted the worker
+# now and then, after it had logged "stopped" (interpreter exit with the SDK's threads alive: exit
+# -6, "Fatal Python error: PyGILState_Release"), 4 times in 40 on a loaded machine. Hence several
+# SIGTERMs.
 SIGTERMS = 5
 
 
 def test_sigterm_stops_the_worker_cleanly(temporal_address: str, tmp_path: Path) -> None:
-    """SPEC §5.4: SIGTERM ends the worker within its graceful period, exit status 0, and
+    """guarantees §5.4: SIGTERM ends the worker within its graceful period, exit status 0, and
     nothing after "stopped"."""
     env = {
         **WORKER_ENV,
@@ -183,8 +184,9 @@ print("tokio threads left:", sum(name.startswith("tokio") for name in names), fl
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
 def test_no_sdk_thread_outlives_the_worker(temporal_address: str) -> None:
-    """The cause of issue 7 item 8, deterministically: when run() returns, the SDK's runtime
-    is gone with its threads, so none of them can be running when the interpreter exits."""
+    """The cause of those unclean exits (guarantees §5.4), deterministically: when run() returns,
+    the SDK's runtime is gone with its threads, so none of them can be running when the interpreter
+    exits."""
     result = subprocess.run(
         [sys.executable, "-c", RUN_AND_COUNT_THREADS],
         env={**os.environ, **WORKER_ENV, "TRIGGER_RELAY_TEMPORAL_ADDRESS": temporal_address},
@@ -200,7 +202,7 @@ def test_no_sdk_thread_outlives_the_worker(temporal_address: str) -> None:
     assert result.returncode == 0, output
 
 
-# -- Waiting for Temporal at start (issue 7, item 7) ----------------------------------------
+# -- Waiting for Temporal at start ----------------------------------------------------------
 #
 # The worker is started before what it needs exists; every wait is for a log line or a
 # poller, with deadlines generous enough for a loaded machine (the backoff reaches 30s).

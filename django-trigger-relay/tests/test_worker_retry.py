@@ -1,4 +1,4 @@
-"""How the worker waits for Temporal at start (issue 7, item 7): the backoff between
+"""How the worker waits for Temporal at start: the backoff between
 attempts and the one-line reason each failed attempt logs. The attempts themselves, against a
 real Temporal, are in test_worker_process.py."""
 

@@ -1,4 +1,4 @@
-"""The activity worker's packaging and settings (issue 7, item 7): temporalio is declared,
+"""The activity worker's packaging and settings (guarantees §5.4, §8.3): temporalio is declared,
 TLS is enabled as the daemon enables it, unreadable TLS files and a missing SDK are clear
 errors, the API key stays out of the settings' repr, and the settings come from the
 environment over Django settings, each bad value named with where it was set."""
@@ -187,7 +187,7 @@ def test_command_refuses_a_missing_tls_ca_without_a_traceback(tmp_path: Path) ->
     assert "Traceback" not in result.stderr + result.stdout
 
 
-# -- Django settings under the environment (issue 7, item 7) ---------------------------------
+# -- Django settings under the environment (guarantees §5.4) ---------------------------------
 
 
 def test_django_settings_are_read_when_the_environment_is_silent(

@@ -1,4 +1,4 @@
-"""Transactional outbox for dj-triggers (SPEC §2).
+"""Transactional outbox for dj-triggers (guarantees §2).
 
 Add ``"trigger_relay"`` to ``INSTALLED_APPS`` after ``"triggers"``, run ``migrate``, then
 route triggers to Temporal with ``TRIGGER_RELAY_ROUTES``. See README.md.

@@ -1,21 +1,21 @@
 """The Django-side activity of ``trigger_workflow``: ``perform_firing`` on the worker's
-thread pool (SPEC §3, §5.3), around :func:`trigger_relay.perform.perform`.
+thread pool (guarantees §3, §5.3), around :func:`trigger_relay.perform.perform`.
 
-Failures (SPEC §3.5): dj-triggers on Celery never retries, so an exception raised by the
+Failures (guarantees §3.5): dj-triggers on Celery never retries, so an exception raised by the
 site's code (an action, a condition, ``get_user_context``) fails the firing at once, as a
 non-retryable Temporal error whose message (the row's ``last_error``) names the exception
 and where it came from. Only infrastructure errors (a lost or unusable connection, a
 deadlock, a serialization failure, a lock wait that ran out) are retried;
 ``TRIGGER_RELAY_RETRY_APPLICATION_ERRORS`` opts a site into retrying the others too.
 
-Connections (issue 9): each thread of the worker's pool keeps its database connection for
-the next activity, ``TRIGGER_RELAY_WORKER_CONN_MAX_AGE`` seconds (default 60) with Django's
-health checks, whatever ``CONN_MAX_AGE`` the site sets for its web requests: a connection
-per activity costs PostgreSQL more than the firing's own statements. A connection that died
-between activities (a failover, ``pg_terminate_backend``, an idle timeout) fails its health
-check and is replaced before the firing's first statement, so it costs no retry.
+Connections (docs/performance.md): each thread of the worker's pool keeps its database connection
+for the next activity, ``TRIGGER_RELAY_WORKER_CONN_MAX_AGE`` seconds (default 60) with Django's
+health checks, whatever ``CONN_MAX_AGE`` the site sets for its web requests: a connection per
+activity costs PostgreSQL more than the firing's own statements. A connection that died between
+activities (a failover, ``pg_terminate_backend``, an idle timeout) fails its health check and is
+replaced before the firing's first statement, so it costs no retry.
 
-Liveness (SPEC §3.6): while the site's code runs, a thread of the attempt's own heartbeats
+Liveness (guarantees §3.6): while the site's code runs, a thread of the attempt's own heartbeats
 to Temporal, so a killed worker's attempt is retried after the workflow's heartbeat timeout
 (``TRIGGER_RELAY_PERFORM_HEARTBEAT_TIMEOUT`` of the daemon), not its start-to-close timeout.
 """
@@ -70,7 +70,8 @@ HEARTBEATS_PER_TIMEOUT = 4
 
 @activity.defn(name=PERFORM_FIRING)
 def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
-    """Sync activity on the worker's thread pool, with Django's connection hygiene (SPEC §5.3)."""
+    """Sync activity on the worker's thread pool, with Django's connection hygiene
+    (guarantees §5.3)."""
     _keep_connections(_conn_max_age())
     # Drops a connection past its age or left unusable; and arms the health check that the
     # next statement runs on a connection kept from an earlier activity.

@@ -1,4 +1,4 @@
-"""Adopting dj-triggers' firings still waiting in Celery (SPEC §2.5; issue 8, item 3).
+"""Adopting dj-triggers' firings still waiting in Celery (guarantees §2.5).
 
 Three parts:
 

@@ -1,4 +1,4 @@
-"""Firings recorded outside the site's transaction (issue 7, item 2).
+"""Firings recorded outside the site's transaction (guarantees §2.2).
 
 An outbox row commits with the site's data only if ``Event.fire()`` runs inside the
 transaction of that data. dj-triggers' own README recommends

@@ -390,7 +390,7 @@ def routed_models() -> list[type[Model]]:
 
 
 def database_routing_problems() -> list[checks.CheckMessage]:
-    """Exactly-once (SPEC §3.4) holds only if one transaction covers the ledger entry, the
+    """Exactly-once (guarantees §3.4) holds only if one transaction covers the ledger entry, the
     Activity's lock and count, and what the conditions read; and a firing's outbox row is
     written where its event lives. So every routed model reads and writes one alias: the
     default one, since dj-triggers' ``Activity.lock`` opens ``transaction.atomic()`` there.
@@ -471,7 +471,7 @@ def check_routes_against_triggers(
     databases: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> list[checks.CheckMessage]:
-    """Routes in settings and the database against the triggers that exist (issue 8).
+    """Routes in settings and the database against the triggers that exist (guarantees §2.3).
 
     Database checks: ``manage.py check --database default`` and ``migrate`` run them.
     - W004 (E011 with ``TRIGGER_RELAY_STRICT_CHECKS``): a ``TRIGGER_RELAY_ROUTES`` key (name

@@ -1,5 +1,5 @@
 """Settings of the add-on, read at call time so that ``override_settings`` and changes
-between firings take effect at once (SPEC §2.3: routes change at any time)."""
+between firings take effect at once (guarantees §2.3: routes change at any time)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def retry_application_errors() -> bool:
     return value
 
 
-#: What a Temporal-routed firing outside ``transaction.atomic()`` does (issue 7, item 2).
+#: What a Temporal-routed firing outside ``transaction.atomic()`` does (guarantees §2.2).
 FIRE_OUTSIDE_ATOMIC: Final = "TRIGGER_RELAY_FIRE_OUTSIDE_ATOMIC"
 OutsideAtomic = Literal["warn", "error", "ignore"]
 OUTSIDE_ATOMIC_WARN: Final = "warn"
@@ -143,7 +143,7 @@ def fire_outside_atomic() -> OutsideAtomic:
 
 
 #: How long the firing's transaction waits for a lock (``Activity.lock``'s row, a unique
-#: index entry) before giving up; issue 7 item 4, SPEC §3.6.
+#: index entry) before giving up (guarantees §3.6).
 LOCK_TIMEOUT: Final = "TRIGGER_RELAY_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT_SECONDS: Final = 30.0
 
@@ -162,7 +162,7 @@ def lock_timeout_seconds() -> float:
     return _seconds(LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT_SECONDS, zero="no bound")
 
 
-#: The site runs without Celery (issue 8, item 4): a trigger routed to Celery is a warning.
+#: The site runs without Celery (guarantees §2.5): a trigger routed to Celery is a warning.
 CELERY_FREE: Final = "TRIGGER_RELAY_CELERY_FREE"
 
 
@@ -206,7 +206,8 @@ def _flag(name: str) -> bool:
     return value
 
 
-#: How long the activity worker keeps a database connection between activities (issue 9).
+#: How long the activity worker keeps a database connection between activities
+#: (docs/performance.md).
 WORKER_CONN_MAX_AGE: Final = "TRIGGER_RELAY_WORKER_CONN_MAX_AGE"
 DEFAULT_WORKER_CONN_MAX_AGE_SECONDS: Final = 60.0
 

@@ -1,4 +1,4 @@
-"""The context of a firing must be JSON values the relay carries unchanged (SPEC §2.2).
+"""The context of a firing must be JSON values the relay carries unchanged (guarantees §2.2).
 
 dj-triggers passes the keyword arguments of ``Event.fire()`` through to the handler as its
 context. The outbox stores them as ``jsonb`` and the Temporal workflow carries them, so only

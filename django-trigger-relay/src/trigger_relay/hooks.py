@@ -1,4 +1,4 @@
-"""dj-triggers' own methods, kept in force when the relay performs a firing (SPEC §3.2).
+"""dj-triggers' own methods, kept in force when the relay performs a firing (guarantees §3.2).
 
 On Celery, dj-triggers runs ``event.handle(user_pk, **context)``, which calls
 ``trigger.filter_user_queryset``, ``event.get_user_context`` and ``trigger.on_event``, and
@@ -11,7 +11,7 @@ implementations, is where the relay's version takes over:
 - ``Event.handle``: the user filter, ``get_user_context``, then ``trigger.on_event``, each
   outcome recorded for the firing (``user_filtered_out`` ...);
 - ``Trigger.on_event``: conditions, then ``Activity.lock`` with the ledger, the re-check
-  under the lock and each action at most once (SPEC §3.3, §3.4);
+  under the lock and each action at most once (guarantees §3.3, §3.4);
 - ``ActionCountCondition`` and ``ActionFrequencyCondition``'s ``filter_user_queryset``:
   the cap judged on this user's Activity of this trigger alone (upstream's query judges it
   across the user's Activities of every trigger).

@@ -1,4 +1,4 @@
-"""The action ledger (SPEC §3.4): which actions of an outbox row have completed.
+"""The action ledger (guarantees §3.4): which actions of an outbox row have completed.
 
 Owned by ``sql/schema/0002_action_ledger.sql``; mapped here unmanaged. An entry is written
 in the same transaction as the action's own database writes, so it exists exactly when the

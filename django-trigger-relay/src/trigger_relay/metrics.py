@@ -1,4 +1,4 @@
-"""The worker's own metrics (issue 10, item 3), through the Temporal SDK's metric meter.
+"""The worker's own metrics (guarantees §6.5), through the Temporal SDK's metric meter.
 
 ``manage.py trigger_relay_worker`` with ``TRIGGER_RELAY_WORKER_METRICS_ADDR`` set serves
 the SDK's Prometheus endpoint (the runtime's metrics: activity schedule-to-start and

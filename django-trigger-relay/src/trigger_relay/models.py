@@ -1,4 +1,4 @@
-"""The outbox table, owned by ``sql/schema/`` (SPEC §1) and mapped here unmanaged."""
+"""The outbox table, owned by ``sql/schema/`` (guarantees §1) and mapped here unmanaged."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from trigger_relay.compat import database_default
 
 
 class OutboxRow(models.Model):
-    """One firing of a Temporal-routed trigger (SPEC §1.2).
+    """One firing of a Temporal-routed trigger (guarantees §1.2).
 
     The table is created by ``sql/schema/*.sql`` (through migration 0001), not by Django:
     ``managed = False``. ``database_default`` (``db_default`` on Django >= 5.0) mirrors the

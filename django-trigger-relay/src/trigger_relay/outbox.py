@@ -1,4 +1,4 @@
-"""Writing firings to the outbox (SPEC §2.2).
+"""Writing firings to the outbox (guarantees §2.2).
 
 :func:`record_if_routed_to_temporal` is the request path: the route and, on the Temporal
 route, the row, in one statement (``sql/queries/record_firing.sql``). :func:`record_firing`
@@ -34,16 +34,16 @@ if TYPE_CHECKING:
 
 def record_if_routed_to_temporal(event: Event, user_pk: object, context: Mapping[str, Any]) -> bool:
     """Write ``event``'s firing for ``user_pk`` to the outbox if its trigger routes to
-    Temporal now (SPEC §2.3): True if it did, False if the firing goes to Celery.
+    Temporal now (guarantees §2.3): True if it did, False if the firing goes to Celery.
 
-    Inside the site's transaction, with a context of JSON values (the common case), that is
-    one statement: the route lookup and the INSERT together (issue 9: the request pays one
-    round trip, not two). Otherwise the route is looked up first, because what follows
-    depends on it and must happen before anything is written: the outside-a-transaction
-    warning or refusal, the ``TypeError`` for a context that is not JSON and the
-    ``ContextTooLarge`` for one over ``TRIGGER_RELAY_MAX_CONTEXT_BYTES``, concern
-    Temporal-routed firings only. Either way the result and the errors are those of
-    :func:`trigger_relay.routing.route_for` followed by :func:`record_firing`.
+    Inside the site's transaction, with a context of JSON values (the common case), that is one
+    statement: the route lookup and the INSERT together (the request pays one round trip, not two:
+    docs/performance.md). Otherwise the route is looked up first, because what follows depends on it
+    and must happen before anything is written: the outside-a-transaction warning or refusal, the
+    ``TypeError`` for a context that is not JSON and the ``ContextTooLarge`` for one over
+    ``TRIGGER_RELAY_MAX_CONTEXT_BYTES``, concern Temporal-routed firings only. Either way the result
+    and the errors are those of :func:`trigger_relay.routing.route_for` followed by
+    :func:`record_firing`.
     """
     using = router.db_for_write(OutboxRow)
     if not _one_statement_serves(context, using):

@@ -1,4 +1,5 @@
-"""A firing's outcome, recorded on its outbox row by the Python activity itself (issue 9).
+"""A firing's outcome, recorded on its outbox row by the Python activity itself
+(docs/performance.md).
 
 The workflow asks for it (``record_outcome`` in the activity's input): a ``done`` outcome is
 then written in the transaction that performed the actions, so the row says ``done`` exactly

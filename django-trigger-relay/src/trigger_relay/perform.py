@@ -1,4 +1,4 @@
-"""One firing at due time, with fresh data, in the site's own code (SPEC §3.2-3.4, §3.7).
+"""One firing at due time, with fresh data, in the site's own code (guarantees §3.2-3.4, §3.7).
 
 dj-triggers on Celery runs ``event.handle(user_pk, **context)``: the trigger's
 ``filter_user_queryset``, ``get_user_context``, then ``trigger.on_event``, which checks the
@@ -11,7 +11,7 @@ stays in force, see :mod:`trigger_relay.hooks`), and where they reach dj-trigger
 - the ledger first: an action recorded as performed for this firing is never performed
   again (a retry, a replay by hand, a duplicate delivery);
 - under the lock, the user filter and the conditions again, with the counts committed by
-  whoever held the lock before (SPEC §3.3), and each cap judged on this user's Activity of
+  whoever held the lock before (guarantees §3.3), and each cap judged on this user's Activity of
   this trigger alone;
 - the actions in id order with one context dict per firing, each action's ledger entry in
   the lock's transaction, the Activity's count moved only when something was performed.
@@ -25,7 +25,7 @@ pending or dispatched, and not before its due time (README, "Security model").
 
 Raising: the transaction rolled back, nothing of the attempt committed; the exception
 carries where in the firing it was raised (:func:`where_raised`), and
-:mod:`trigger_relay.activities` decides whether it is retried (SPEC §3.5).
+:mod:`trigger_relay.activities` decides whether it is retried (guarantees §3.5).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from trigger_relay.ledger import LedgerEntry
 from trigger_relay.ledger import idempotency_key
 from trigger_relay.models import OutboxRow
 
-#: Context key under which each action finds its idempotency key (SPEC §3.4). Namespaced:
+#: Context key under which each action finds its idempotency key (guarantees §3.4). Namespaced:
 #: a site's own ``idempotency_key`` in the firing's context is left as it is.
 IDEMPOTENCY_KEY = "trigger_relay_idempotency_key"
 
@@ -142,7 +142,7 @@ class _FinishUnderLock(Exception):
 
 
 def actions_of(trigger: Any) -> list[Any]:
-    """The trigger's actions in id order, on either dj-triggers schema (SPEC §2.1).
+    """The trigger's actions in id order, on either dj-triggers schema (guarantees §2.1).
 
     PyPI 1.0.1: one action, ``trigger.action`` (OneToOne). Upstream main: several,
     ``trigger.actions`` (ForeignKey).
@@ -156,7 +156,7 @@ def actions_of(trigger: Any) -> list[Any]:
     except ObjectDoesNotExist:
         # RelatedObjectDoesNotExist: a trigger without its action. Only that means "no
         # action": anything else (a lost connection, a deadlock) propagates and is retried
-        # or fails the firing as any other error would (SPEC §3.5).
+        # or fails the firing as any other error would (guarantees §3.5).
         return []
 
 
@@ -287,7 +287,7 @@ def perform(firing: dict[str, Any], caller: Caller | None = None) -> FiringResul
     if caller is not None and not _is_rows_workflow(row, caller):
         return FiringResult.skipped(WORKFLOW_MISMATCH)
     if not _input_matches(firing, row):
-        # SPEC §3.7: the row is the firing; an input that names another event, trigger or
+        # guarantees §3.7: the row is the firing; an input that names another event, trigger or
         # user was not written by the relay from this row. Perform nothing for anyone.
         return FiringResult.skipped("input_mismatch")
     if caller is not None:
@@ -578,8 +578,8 @@ class _Performing:
     def _perform_locked(
         self, trigger: Any, user: Any, context: MutableMapping[str, Any], result: FiringResult
     ) -> FiringResult:
-        """Inside ``Activity.lock``, with data committed by whoever held it before (SPEC
-        §3.3)."""
+        """Inside ``Activity.lock``, with data committed by whoever held it before
+        (guarantees §3.3)."""
         from triggers.models import Activity
 
         # The ledger first: an attempt that held the lock before (a retry overlapping a
@@ -715,7 +715,7 @@ def _insert_activity(activity_model: Any, trigger: Any, user: Any) -> Any:
 
 
 def _bound_lock_waits() -> None:
-    """``lock_timeout`` for the firing's transaction alone (SPEC §3.6): a worker cut off
+    """``lock_timeout`` for the firing's transaction alone (guarantees §3.6): a worker cut off
     while holding ``Activity.lock`` cannot pin every thread that fires for the same user
     and trigger. A wait that runs out raises (SQLSTATE 55P03), rolls the attempt back and
     is retried as an infrastructure error. ``set_config(..., true)`` rather than ``SET

@@ -1,4 +1,4 @@
-"""The ``Event.fired`` receiver that replaces dj-triggers' own (SPEC §2.2, §2.3).
+"""The ``Event.fired`` receiver that replaces dj-triggers' own (guarantees §2.2, §2.3).
 
 dj-triggers connects ``triggers.tasks.on_event_fired`` to ``Event.fired`` (with no
 ``dispatch_uid``) when ``triggers.tasks`` is imported; that receiver enqueues the Celery task

@@ -1,4 +1,4 @@
-"""Routes in the Django admin (issue 8, item 1): each trigger's route in dj-triggers' Trigger
+"""Routes in the Django admin (guarantees §2.3): each trigger's route in dj-triggers' Trigger
 changelist and change form, and actions that route the selected triggers to Temporal or to
 Celery. Changing a route needs ``trigger_relay.change_triggerroute`` (superusers have it),
 in the actions and in the inline alike: storing a trigger's first route, editing it and

@@ -1,4 +1,4 @@
-"""Routes as data (SPEC §2.3; issue 8, item 1): each trigger's route, kept in the database
+"""Routes as data (guarantees §2.3): each trigger's route, kept in the database
 by trigger pk, so that flipping a trigger needs no deploy and a rename changes nothing.
 
 Where a trigger's route comes from, first match wins:

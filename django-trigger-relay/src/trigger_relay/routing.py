@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def route_for(event: Event) -> conf.Route:
-    """Route of ``event``'s trigger as it is now (SPEC §2.3): its stored route, else
+    """Route of ``event``'s trigger as it is now (guarantees §2.3): its stored route, else
     ``TRIGGER_RELAY_ROUTES`` (pk, then name), else ``TRIGGER_RELAY_DEFAULT_ROUTE``; see
     :mod:`trigger_relay.routes`. Read in the firing's transaction, so a flip committed by
     any process takes effect at the next firing. A malformed setting raises

@@ -1,4 +1,4 @@
-"""Which receivers of ``Event.fired`` reach dj-triggers' Celery path (SPEC §2.3, issue 7).
+"""Which receivers of ``Event.fired`` reach dj-triggers' Celery path (guarantees §2.3).
 
 A Temporal-routed firing must never also reach ``triggers.tasks.handle_event``. dj-triggers
 connects its receiver ``triggers.tasks.on_event_fired`` once, with no ``dispatch_uid`` and no

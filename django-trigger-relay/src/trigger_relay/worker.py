@@ -1,4 +1,4 @@
-"""The Python activity worker (SPEC §2.4, §5.3, §5.4): serves ``perform_firing`` on the
+"""The Python activity worker (guarantees §2.4, §5.3, §5.4): serves ``perform_firing`` on the
 Django task queue, on a thread pool, until SIGTERM or SIGINT.
 
 Connection settings use the daemon's variable names, so one environment serves both. The
@@ -245,7 +245,7 @@ def _socket_address_problem(value: str) -> str | None:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """The worker's connection and capacity settings, validated (SPEC §5.4)."""
+    """The worker's connection and capacity settings, validated (guarantees §5.4)."""
 
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
@@ -366,14 +366,14 @@ async def run(settings: WorkerSettings) -> None:
     Raises :class:`ConfigError` for a setting that Temporal's SDK refuses (no retry can fix
     it) and :class:`WorkerFailed` for a worker that failed while serving.
 
-    The runtime is the point (issue 7, item 8). The SDK's Rust core runs on Tokio threads,
-    and each of its results reaches asyncio from one of them (pyo3-async-runtimes sets the
-    future's result in a ``spawn_blocking`` task, holding the GIL), possibly *after* the
+    The runtime is the point (a clean exit on SIGTERM, guarantees §5.4). The SDK's Rust core runs on
+    Tokio threads, and each of its results reaches asyncio from one of them (pyo3-async-runtimes
+    sets the future's result in a ``spawn_blocking`` task, holding the GIL), possibly *after* the
     awaiting coroutine has resumed. So the hand-off of the last result of a shutdown
-    (``finalize_shutdown``) can still be in flight when ``asyncio.run`` returns. If that thread
-    next asks for the GIL once the interpreter is finalizing, CPython ends it in the middle of
-    its GIL guard and the process aborts: ``Fatal Python error: PyGILState_Release: thread
-    state ... must be current when releasing``, exit -6 (temporalio/sdk-python#300). The
+    (``finalize_shutdown``) can still be in flight when ``asyncio.run`` returns. If that thread next
+    asks for the GIL once the interpreter is finalizing, CPython ends it in the middle of its GIL
+    guard and the process aborts: ``Fatal Python error: PyGILState_Release: thread state ... must be
+    current when releasing``, exit -6 (temporalio/sdk-python#300). The
     default runtime is a module global, so its threads live until then. This runtime is ours,
     and dropping its last reference here, before the interpreter exits, shuts Tokio down with
     the GIL released (the bridge's ``CoreRuntimeHandle``), which waits for those threads.

@@ -193,7 +193,7 @@ def _terminate_own_backend() -> None:
         other.close()
 
 
-# -- a site's overrides of dj-triggers' methods (SPEC §3.2: honoured as dj-triggers calls them)
+# -- a site's overrides of dj-triggers' methods, called as dj-triggers calls them (guarantees §3.2)
 
 
 class StaffFreeTrigger(Trigger):

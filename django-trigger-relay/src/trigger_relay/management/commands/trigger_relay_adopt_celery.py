@@ -1,6 +1,6 @@
 """``manage.py trigger_relay_adopt_celery``: move dj-triggers' firings still waiting in
-Celery into the outbox, with their original due time and context (SPEC §2.5; issue 8,
-item 3). See "Adopting firings waiting in Celery" in the README.
+Celery into the outbox, with their original due time and context (guarantees §2.5).
+See "Adopting firings waiting in Celery" in the README.
 
     manage.py trigger_relay_adopt_celery --dry-run            # what would be adopted
     manage.py trigger_relay_adopt_celery                      # adopt every waiting firing

@@ -1,5 +1,5 @@
 """``manage.py trigger_relay_route``: list every trigger's route, or route triggers to
-Temporal or Celery (issue 8, item 1). Routes are stored by trigger pk, so a rename later
+Temporal or Celery (guarantees §2.3). Routes are stored by trigger pk, so a rename later
 changes nothing.
 
     manage.py trigger_relay_route                          # list: pk, name, route, source

@@ -1,4 +1,4 @@
-"""``manage.py trigger_relay_status``: may Celery be stopped? (issue 8, item 4)
+"""``manage.py trigger_relay_status``: may Celery be stopped? (guarantees §2.5)
 
 Per trigger: its route and where it comes from, its firings in the outbox by state, and
 what Celery still holds of dj-triggers' ``handle_event`` tasks for it (queued in the broker,

@@ -51,10 +51,10 @@ class Command(BaseCommand):
         except worker.WorkerFailed as exc:
             failure = CommandError(f"the worker failed: {exc}")
         if worker.runtime_threads_left():
-            # run() joins the SDK's threads by dropping its runtime. Should something still
-            # hold the runtime, they would outlive the interpreter, and one that wants the GIL
-            # while it finalizes aborts the process (exit -6, issue 7 item 8). There is
-            # nothing left to do, so end the process without finalizing, after the logs.
+            # run() joins the SDK's threads by dropping its runtime. Should something still hold the
+            # runtime, they would outlive the interpreter, and one that wants the GIL while it
+            # finalizes aborts the process (exit -6, not the clean exit of guarantees §5.4). There
+            # is nothing left to do, so end the process without finalizing, after the logs.
             logger.warning("Temporal SDK threads still running: exiting without finalization")
             if failure is not None:
                 self.stderr.write(f"CommandError: {failure}")
