@@ -1,6 +1,6 @@
-"""The two routes of the example site side by side, in one run (issue 9): dj-triggers on
-Celery (Redis) and the same trigger through the outbox, the daemon, Temporal and the Python
-worker.
+"""The two routes of the example site side by side, in one run (docs/performance.md):
+dj-triggers on Celery (Redis) and the same trigger through the outbox, the daemon, Temporal
+and the Python worker.
 
     .venv/bin/python bench/end_to_end.py [--firings 1000] [--latency 40] [--repeats 3]
         [--backlog 2000] [--users 1] [--server wal|memory] [--poll-interval 5]
@@ -898,7 +898,7 @@ def notes(results: dict[str, Any]) -> str:
             f"MAX_IN_FLIGHT={STARTS_IN_FLIGHT}) timed from its spawn to the last of "
             f"{results['backlog']} rows dispatched; raw: the same inputs started by the "
             f"Temporal Python client, {STARTS_IN_FLIGHT} in flight; both on a task queue "
-            "nobody polls. ../shared/temporal-rust.md measured the Python and Rust clients "
+            "nobody polls. We measured the Python and Rust clients "
             "equal against this dev server (SQLite file, default journal, 32 in flight: "
             "35-36 starts/s each; in memory: Python 96-111, Rust 111-122): the raw figure is "
             "the server's rate, not the Python client's.",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark (SPEC §1.1): does the outbox's wake-up notification serialize the site's commits?
+# Benchmark (guarantees §1.1): does the outbox's wake-up notification serialize the site's commits?
 #
 # pgbench runs the same transaction — one outbox INSERT, committed — from N concurrent
 # clients against three copies of the schema, in one invocation:

@@ -1,4 +1,5 @@
-"""Benchmark (issue 9): what a firing costs the site's request, on each route, in one run.
+"""Benchmark (docs/performance.md): what a firing costs the site's request, on each route,
+in one run.
 
 Each iteration is what the example's ``Task.complete()`` does in a request: a transaction that
 saves the task, loads the event with its trigger and fires it for the user, then commits. Three

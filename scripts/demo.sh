@@ -64,7 +64,7 @@ if not User.objects.filter(username='admin').exists():
 " 2>/dev/null
 
 say "Starting the Temporal dev server (UI http://127.0.0.1:8233)"
-# SQLite in WAL mode: about twice the starts/s of the default journal (shared/temporal-rust.md).
+# SQLite in WAL mode: about twice the starts/s of the default journal (measured: docs/performance.md).
 # history.transferProcessorMaxPollRPS: at its default (20) the server's transfer queue held
 # each workflow and activity task 30-40 ms before handing it to matching; 1000 removes that
 # (docs/performance.md, "The 39 ms are the server's transfer queue, not the Python worker").

@@ -1,4 +1,4 @@
-//! Exponential backoff with full jitter (SPEC §4.4).
+//! Exponential backoff with full jitter (guarantees §4.4).
 //!
 //! Full jitter (a uniform delay in `[0, cap]`) spreads replicas that failed together so they
 //! do not retry in lockstep against a recovering Temporal or PostgreSQL.

@@ -1,4 +1,4 @@
-//! `trigger-relay cancel` (SPEC §5.1): stop firings that have not been performed.
+//! `trigger-relay cancel` (guarantees §5.1): stop firings that have not been performed.
 
 use std::io::Write;
 

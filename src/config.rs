@@ -627,7 +627,7 @@ pub struct WorkerConfig {
     pub perform_timeout: Duration,
     /// Heartbeat timeout of perform_firing: the Python worker heartbeats from a thread of its
     /// own while the site's code runs, so a killed or cut-off worker's attempt is retried
-    /// after this, not after TRIGGER_RELAY_PERFORM_TIMEOUT (SPEC §3.6). 0s: no heartbeat
+    /// after this, not after TRIGGER_RELAY_PERFORM_TIMEOUT (guarantees §3.6). 0s: no heartbeat
     /// timeout.
     #[arg(long, env = "TRIGGER_RELAY_PERFORM_HEARTBEAT_TIMEOUT", default_value = "30s",
           value_parser = humantime::parse_duration)]

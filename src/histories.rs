@@ -1,6 +1,6 @@
-//! Replay protection (SPEC §5.2): replays recorded `trigger_workflow` histories against this
-//! build's workflow code. Used by `trigger-relay replay-histories` (live server or files) and
-//! by tests/replay.rs (the histories committed under tests/histories/).
+//! Replay protection (guarantees §5.2): replays recorded `trigger_workflow` histories against
+//! this build's workflow code. Used by `trigger-relay replay-histories` (live server or files)
+//! and by tests/replay.rs (the histories committed under tests/histories/).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
-//! The relay's Prometheus metrics (SPEC §6.1); names are listed in docs/contract.md and the
-//! Grafana dashboard uses exactly these. The registry also exports the Temporal SDK's own
+//! The relay's Prometheus metrics (guarantees §6.1); names are listed in docs/contract.md and
+//! the Grafana dashboard uses exactly these. The registry also exports the Temporal SDK's own
 //! metrics of the hosted worker (`temporal_*`, src/sdk_metrics.rs).
 
 use std::time::Instant;

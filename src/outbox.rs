@@ -1,4 +1,4 @@
-//! The outbox row and its state machine (SPEC §1.2, §1.3).
+//! The outbox row and its state machine (guarantees §1.2, §1.3).
 //!
 //! ```text
 //!            claim (lease)            start accepted / already started
@@ -104,7 +104,7 @@ pub struct ClaimedRow {
     pub workflow_id: String,
 }
 
-/// A claimed row with a value the daemon cannot decode; it is failed alone (SPEC §4.5).
+/// A claimed row with a value the daemon cannot decode; it is failed alone (guarantees §4.5).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UndecodableRow {
     pub id: i64,
@@ -245,7 +245,7 @@ pub struct Outcome {
     pub site: Option<String>,
 }
 
-/// Why a row can never become a workflow start (SPEC §4.5).
+/// Why a row can never become a workflow start (guarantees §4.5).
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum BadPayload {
     #[error("column context is not a JSON object")]

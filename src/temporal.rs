@@ -1,5 +1,5 @@
 //! The Temporal side of the relay: connecting (dev server, TLS/mTLS, API key) and idempotent
-//! starts of `trigger_workflow` (SPEC §4.3, §5.4).
+//! starts of `trigger_workflow` (guarantees §4.3, §5.4).
 
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ pub enum StartOutcome {
     /// A new run was created.
     Started { run_id: String },
     /// The workflow id exists already (running or closed): this row was dispatched before,
-    /// by this or another replica (SPEC §4.3).
+    /// by this or another replica (guarantees §4.3).
     AlreadyStarted { run_id: Option<String> },
     /// Temporal refused this row's start for good (its payload over the server's limits):
     /// fail the row.

@@ -1,5 +1,5 @@
 //! The Temporal worker hosted by the daemon: `trigger_workflow` and the outbox activities on
-//! the daemon's task queue (SPEC §0.3).
+//! the daemon's task queue (guarantees §0.3).
 
 use std::sync::Arc;
 

@@ -1,12 +1,12 @@
 //! `trigger_workflow`: one firing of a trigger, from its due time to its recorded outcome
-//! (SPEC §3, §5.1).
+//! (guarantees §3, §5.1).
 //!
 //! 1. Wait until the row's due time on a durable timer (a cancel request ends the wait).
 //! 2. Run `trigger_relay.perform_firing` on the Django task queue (Python worker): fresh
 //!    checks, `Activity.lock`, conditions re-checked, actions in order, each at most once.
 //! 3. Record the outcome on the outbox row: `done` and `skipped` are recorded by the Python
 //!    activity itself, in the firing's transaction, when it says so (`recorded`); anything
-//!    else (a failure, a cancellation, a worker from before issue 9) through
+//!    else (a failure, a cancellation, a worker from before history version v3) through
 //!    `record_outcome` on this daemon's queue.
 //!
 //! Determinism: the body uses only workflow time, timers and activities. Any change to the
@@ -30,9 +30,10 @@ use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::outbox::{FiringResult, Outcome, State, WorkflowInput};
 
-/// Patch of the heartbeat timeout on perform_firing (SPEC §3.6), retired (issue 9): histories
-/// recorded from its introduction until its retirement (tests/histories/v2, v3) carry its
-/// marker, and a replay of them must ask for it; a live workflow task no longer writes it.
+/// Patch of the heartbeat timeout on perform_firing (guarantees §3.6), retired in history
+/// version v4 (docs/versioning.md, "Removing a patch"): histories recorded from its
+/// introduction until its retirement (tests/histories/v2, v3) carry its marker, and a replay
+/// of them must ask for it; a live workflow task no longer writes it.
 /// See [`perform_heartbeat_timeout`].
 pub const PATCH_PERFORM_HEARTBEAT: &str = "perform-heartbeat-timeout-2026-11";
 
@@ -93,7 +94,7 @@ impl TriggerWorkflow {
             site: input.site.clone(),
         };
 
-        // SPEC §3.1, §5.1: nothing before due time, on a timer that survives restarts.
+        // guarantees §3.1, §5.1: nothing before due time, on a timer that survives restarts.
         let now: Option<DateTime<Utc>> = ctx.workflow_time().map(DateTime::from);
         let wait = now
             .and_then(|now| (input.due_at - now).to_std().ok())
@@ -113,7 +114,7 @@ impl TriggerWorkflow {
 
         // A perform that has started runs to its end: its database work commits or rolls back
         // as a whole, so a cancel request cannot leave half the actions done.
-        // SPEC §3.6: a dead Python worker is noticed within the heartbeat timeout.
+        // guarantees §3.6: a dead Python worker is noticed within the heartbeat timeout.
         let heartbeat_timeout = perform_heartbeat_timeout(ctx, &settings);
         let perform = ActivityOptions::with_start_to_close_timeout(settings.perform_timeout)
             .maybe_heartbeat_timeout(heartbeat_timeout)
@@ -129,11 +130,11 @@ impl TriggerWorkflow {
             .cancellation_token(WorkflowCancellationToken::new())
             .summary(format!("perform firing of outbox row {}", input.outbox_id))
             .build();
-        // The activity may record done or skipped itself, in the firing's transaction: the
-        // outcome commits with the actions, and the workflow needs no second activity (6 of
-        // a firing's history events, issue 9). A worker that did not record says so, and
-        // the workflow records as before; which branch ran is in the activity's result, so
-        // replay takes the same one.
+        // The activity may record done or skipped itself, in the firing's transaction: the outcome
+        // commits with the actions, and the workflow needs no second activity (6 of a firing's
+        // history events, docs/performance.md). A worker that did not record says so, and the
+        // workflow records as before; which branch ran is in the activity's result, so replay
+        // takes the same one.
         let perform_input = WorkflowInput {
             record_outcome: true,
             ..input.clone()

@@ -1,5 +1,5 @@
-//! The daemon's statements against the real PostgreSQL, through its own `Db` (issue 6 item
-//! 7): what the relay and the workflow worker write, checked column by column.
+//! The daemon's statements against the real PostgreSQL, through its own `Db` (guarantees
+//! §1.2, §1.3): what the relay and the workflow worker write, checked column by column.
 
 mod common;
 

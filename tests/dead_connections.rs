@@ -1,6 +1,7 @@
-//! Dead connections (issue 6): a network path to PostgreSQL that silently drops everything
-//! (no FIN, no reset; tests/common/proxy.rs) must be noticed by the daemon's own timeouts,
-//! and the daemon must recover by itself once the path is back (SPEC §4.1, §4.4).
+//! Dead connections (guarantees §4.9): a network path to PostgreSQL that silently drops
+//! everything (no FIN, no reset; tests/common/proxy.rs) must be noticed by the daemon's own
+//! timeouts, and the daemon must recover by itself once the path is back (guarantees §4.1,
+//! §4.4).
 //!
 //! The daemon reaches PostgreSQL through the proxy; the test inserts and inspects rows
 //! directly, as the site would.
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::proxy::BlackholeProxy;
 use common::*;
 
-/// SPEC §4.1: `TRIGGER_RELAY_LISTEN_LIVENESS=2s`: the idle LISTEN connection is checked
+/// guarantees §4.1: `TRIGGER_RELAY_LISTEN_LIVENESS=2s`: the idle LISTEN connection is checked
 /// every 2 s, and a check that gets no answer within 2 s drops it. A blackholed path is
 /// noticed within 2 × 2 s (plus slack for a loaded machine); once the path is back the
 /// listener reconnects and a new row is dispatched without waiting for a poll.
@@ -67,7 +68,7 @@ async fn listener_notices_a_silently_dead_connection_and_comes_back() {
     db.drop_db().await;
 }
 
-/// SPEC §4.4: `TRIGGER_RELAY_DATABASE_STATEMENT_TIMEOUT=2s` (with the connect and pool
+/// guarantees §4.4: `TRIGGER_RELAY_DATABASE_STATEMENT_TIMEOUT=2s` (with the connect and pool
 /// bound `TRIGGER_RELAY_DATABASE_TIMEOUT=2s`) bounds every PostgreSQL call. With the
 /// path to PostgreSQL blackholed while the daemon idles, rows committed meanwhile stay
 /// pending and /readyz turns 503 (readiness reflects the dead database instead of a call
@@ -124,7 +125,7 @@ async fn database_timeout_turns_a_blackholed_database_into_not_ready() {
     db.drop_db().await;
 }
 
-/// SPEC §4.4: a claim the daemon gave up on (its answer lost on a dead path) can still run
+/// guarantees §4.4: a claim the daemon gave up on (its answer lost on a dead path) can still run
 /// on the server when the path comes back, later than the first drain after the outage:
 /// the proxy here, a real network or a pooler holds the statement and delivers it on
 /// resume. Its rows, claimed for this replica with a lease nobody renews, must not wait out
@@ -207,7 +208,7 @@ async fn a_claim_landing_late_after_an_outage_is_handed_back() {
     db.drop_db().await;
 }
 
-/// Issue 6 item 7: a second SIGTERM ends a shutdown that is waiting (here for a claim on a
+/// guarantees §5.4: a second SIGTERM ends a shutdown that is waiting (here for a claim on a
 /// dead database path, under long timeouts) at once, with status 130.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_forces_the_exit() {

@@ -1,4 +1,4 @@
-//! Firings findable in Temporal (issue 10, item 4): every `trigger_workflow` carries the
+//! Firings findable in Temporal (guarantees §6.6): every `trigger_workflow` carries the
 //! outbox id, trigger id and name, event id and user pk as a memo, and as search attributes
 //! where the namespace has them; a namespace without them gets the memo only and the daemon
 //! says, once, which attributes are missing and how to add them. Real dev servers (one with
@@ -138,7 +138,7 @@ async fn a_firing_is_found_by_trigger_and_user_and_its_memo_holds_the_firing() {
     db.wait_all_dispatched(Duration::from_secs(30)).await;
     let client = temporal.client().await;
 
-    // The issue's query, through the client...
+    // A query by trigger and user (guarantees §6.6), through the client...
     let hits = listed(&client, "TriggerId = 7 AND UserPk = \"42\"", 1).await;
     let hit = &hits[0];
     assert_eq!(

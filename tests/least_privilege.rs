@@ -1,8 +1,8 @@
-//! Least privilege (SPEC §1.1, README "Database role"): the daemon and its commands run as
-//! a plain login whose only privileges come from `trigger_relay_daemon`, the role
+//! Least privilege (guarantees §1.1, §8.1, README "Database role"): the daemon and its commands
+//! run as a plain login whose only privileges come from `trigger_relay_daemon`, the role
 //! sql/schema/ creates and grants. The harness gives every test's daemon that login
-//! (`TestDb::url`); this file checks that it really is that login, that the login holds
-//! nothing more, and that each command the daemon offers works with it.
+//! (`TestDb::url`); this file checks that it really is that login, that the login holds nothing
+//! more, and that each command the daemon offers works with it.
 
 mod common;
 
@@ -110,7 +110,7 @@ async fn daemon_and_commands_run_as_the_least_privileged_login() {
 /// The role may move a row through its lifecycle, never change what the row fires: the
 /// Python worker performs `event.handle(row.user_pk, **row.context)` from the row, so a write
 /// of these columns with stolen relay credentials would make the site act for anyone
-/// (README, "Security model"; sql/schema/0004_column_grants.sql). Each refused write is
+/// (README, "Security model"; sql/schema/0007_column_grants.sql). Each refused write is
 /// tried on its own, as the daemon's login, and every lifecycle column it writes is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_login_cannot_change_what_a_row_fires() {

@@ -1,4 +1,4 @@
-//! The daemon through PgBouncer in transaction mode (issue 6; README "PgBouncer in
+//! The daemon through PgBouncer in transaction mode (guarantees §4.9; README "PgBouncer in
 //! transaction mode"): poll-only relaying and the operator commands, with a pooler that
 //! keeps no prepared statement across transactions (PgBouncer 1.18,
 //! tests/common/pgbouncer.rs).
@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::pgbouncer::PgBouncer;
 use common::*;
 
-/// SPEC §4.1, §4.2: 1,000 rows relayed through the pooler by a poll-only daemon: every row
+/// guarantees §4.1, §4.2: 1,000 rows relayed through the pooler by a poll-only daemon: every row
 /// dispatched, each workflow started once; `status` and `replay --dry-run` work through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_1000_rows_through_pgbouncer_in_transaction_mode() {

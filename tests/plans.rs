@@ -1,6 +1,6 @@
-//! Query plans on a million-row outbox (issue 6 item 7): the statements every replica runs
-//! on a timer (backlog gauges, retention, the reconciler's claim) read a handful of pages,
-//! not the table's history. Each is run with `EXPLAIN (ANALYZE, BUFFERS)` on the real
+//! Query plans on a million-row outbox: the statements every replica runs on a timer (backlog
+//! gauges, retention, the reconciler's claim: guarantees §6.1, §4.7, §4.8) read a handful of
+//! pages, not the table's history. Each is run with `EXPLAIN (ANALYZE, BUFFERS)` on the real
 //! PostgreSQL, inside a transaction that is rolled back, and its plan is kept here.
 
 mod common;

@@ -1,4 +1,4 @@
-//! PostgreSQL over TLS (issue 6): the daemon honours libpq's `sslmode` (disable, prefer,
+//! PostgreSQL over TLS (guarantees §4.9): the daemon honours libpq's `sslmode` (disable, prefer,
 //! require, verify-ca, verify-full) and `sslrootcert` URL parameters. Each test runs its
 //! own PostgreSQL 15 cluster that accepts TCP connections over TLS only, with a
 //! certificate for `localhost` and 127.0.0.1 signed by a CA made for the test

@@ -14,7 +14,7 @@ fn assert_unique(ids: &[String]) -> HashSet<String> {
     set
 }
 
-/// SPEC §4.2, §4.3: 1,000 rows while three replicas run: 1,000 starts, none twice.
+/// guarantees §4.2, §4.3: 1,000 rows while three replicas run: 1,000 starts, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_start_each_of_1000_rows_exactly_once() {
     let db = TestDb::create().await;
@@ -91,7 +91,7 @@ async fn three_replicas_start_each_of_1000_rows_exactly_once() {
     db.drop_db().await;
 }
 
-/// SPEC §4.1: NOTIFY wakes the relay long before the poll interval.
+/// guarantees §4.1: NOTIFY wakes the relay long before the poll interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_wakes_the_relay_before_the_poll() {
     let db = TestDb::create().await;
@@ -144,7 +144,7 @@ async fn notify_wakes_the_relay_before_the_poll() {
     db.drop_db().await;
 }
 
-/// SPEC §4.1: with NOTIFY off, the listener killed, or LISTEN disabled, rows still start by
+/// guarantees §4.1: with NOTIFY off, the listener killed, or LISTEN disabled, rows still start by
 /// polling, within the poll interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_carries_rows_without_notifications() {
@@ -270,7 +270,7 @@ async fn polling_carries_rows_without_notifications() {
     db.drop_db().await;
 }
 
-/// SPEC §4.4: Temporal down for 20 s while rows arrive: not ready meanwhile, nothing lost,
+/// guarantees §4.4: Temporal down for 20 s while rows arrive: not ready meanwhile, nothing lost,
 /// everything started once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporal_outage_loses_nothing() {
@@ -339,7 +339,7 @@ async fn temporal_outage_loses_nothing() {
     db.drop_db().await;
 }
 
-/// SPEC §4.2: a relay killed with SIGKILL mid-batch and restarted: nothing lost, nothing
+/// guarantees §4.2: a relay killed with SIGKILL mid-batch and restarted: nothing lost, nothing
 /// doubled; its claims come back after the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_batch_loses_and_doubles_nothing() {
@@ -404,9 +404,9 @@ async fn sigkill_mid_batch_loses_and_doubles_nothing() {
     db.drop_db().await;
 }
 
-/// SPEC §4.5: rows that can never start are failed alone, each with a reason naming the
+/// guarantees §4.5: rows that can never start are failed alone, each with a reason naming the
 /// problem, while 100 rows behind them start without the relay backing off; a number
-/// beyond f64 is carried exactly, not treated as poison (issue 6, items 0 and 6).
+/// beyond f64 is carried exactly, not treated as poison (guarantees §2.2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_rows_fail_without_blocking_others() {
     let db = TestDb::create().await;
@@ -505,8 +505,8 @@ async fn poison_rows_fail_without_blocking_others() {
     db.drop_db().await;
 }
 
-/// Issue 6 item 6: what Temporal would refuse for every row is refused at start, naming the
-/// variable, instead of failing rows.
+/// guarantees §4.5: a configuration Temporal would refuse for every row is refused at start,
+/// naming the variable, instead of failing rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misconfiguration_is_refused_at_start() {
     for (variable, value, expected) in [
@@ -540,8 +540,8 @@ async fn misconfiguration_is_refused_at_start() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("at most 1000"));
 }
 
-/// SPEC §4.6: `replay --dry-run` lists and changes nothing; `replay` re-dispatches with a new
-/// generation and a new workflow id.
+/// guarantees §4.6: `replay --dry-run` lists and changes nothing; `replay` re-dispatches with a
+/// new generation and a new workflow id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_by_hand() {
     let db = TestDb::create().await;
@@ -636,7 +636,8 @@ async fn replay_by_hand() {
     db.drop_db().await;
 }
 
-/// SPEC §1.1: the daemon refuses a missing or different schema with a message saying what to do.
+/// guarantees §1.1: the daemon refuses a missing or different schema with a message saying what
+/// to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_unknown_schema() {
     let empty = TestDb::create_empty().await;
@@ -675,7 +676,7 @@ fn relay_try_wait(relay: &mut RelayProcess) -> Option<std::process::ExitStatus> 
     relay.try_wait()
 }
 
-/// SPEC §5.4: SIGTERM stops the daemon cleanly and promptly, leaving no claim behind.
+/// guarantees §5.4: SIGTERM stops the daemon cleanly and promptly, leaving no claim behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_down_cleanly() {
     let db = TestDb::create().await;
@@ -700,7 +701,7 @@ async fn sigterm_shuts_down_cleanly() {
     db.drop_db().await;
 }
 
-/// SPEC §4.7: finished rows older than the retention are deleted with their ledger rows;
+/// guarantees §4.7: finished rows older than the retention are deleted with their ledger rows;
 /// recent ones, failed ones and unfinished ones stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_old_finished_rows_only() {
@@ -751,7 +752,7 @@ async fn retention_deletes_old_finished_rows_only() {
     db.drop_db().await;
 }
 
-/// SPEC §4.4: a namespace that does not exist yet (or a Temporal that fails the worker's
+/// guarantees §4.4: a namespace that does not exist yet (or a Temporal that fails the worker's
 /// start-up checks) keeps the daemon up and not ready; once the namespace exists the relay
 /// and the workflow worker carry on by themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -872,7 +873,7 @@ async fn wait_workflow_closed(temporal: &TemporalServer, workflow_id: &str) {
     .await;
 }
 
-/// Issue 6 item 2: after `TRUNCATE ... RESTART IDENTITY` (as after a point-in-time restore
+/// guarantees §4.3: after `TRUNCATE ... RESTART IDENTITY` (as after a point-in-time restore
 /// or a cloned staging database) a new row reuses an old row's id. Its firing gets a
 /// workflow of its own, and the old firing's workflow, when it ends, does not write its
 /// outcome onto the new row.
@@ -939,7 +940,7 @@ async fn a_reused_row_id_gets_its_own_workflow() {
     db.drop_db().await;
 }
 
-/// Issue 6 item 3: a workflow terminated by an operator leaves no row `dispatched` forever:
+/// guarantees §4.8: a workflow terminated by an operator leaves no row `dispatched` forever:
 /// the reconciler fails it with the reason, and `replay` starts it again, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_workflow_fails_its_row_and_replay_restarts_it() {
@@ -1033,7 +1034,7 @@ async fn a_terminated_workflow_fails_its_row_and_replay_restarts_it() {
     db.drop_db().await;
 }
 
-/// Issue 6 item 0: a task of the daemon that dies (here a panic injected into the relay
+/// guarantees §4.5: a task of the daemon that dies (here a panic injected into the relay
 /// task, as a decoding panic did before) ends the process non-zero instead of leaving a
 /// ready process that relays nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1060,7 +1061,7 @@ async fn a_dead_task_ends_the_process() {
     db.drop_db().await;
 }
 
-/// Issue 6 item 7: a bad value in an environment variable is reported with the variable's
+/// A configuration error: a bad value in an environment variable is reported with the variable's
 /// name, not only the flag's.
 #[test]
 fn a_bad_environment_value_names_its_variable() {
@@ -1071,7 +1072,7 @@ fn a_bad_environment_value_names_its_variable() {
     assert!(stderr.contains("TRIGGER_RELAY_POLL_INTERVAL"), "{stderr}");
 }
 
-/// Issue 6 item 7: `cancel` exits non-zero when a workflow could not be asked to cancel.
+/// guarantees §5.1: `cancel` exits non-zero when a workflow could not be asked to cancel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reports_failed_requests() {
     let db = TestDb::create().await;
@@ -1101,7 +1102,7 @@ async fn cancel_reports_failed_requests() {
     db.drop_db().await;
 }
 
-/// Issue 6 item 7: `replay --dry-run` lists without taking row locks, so it neither waits
+/// guarantees §4.6: `replay --dry-run` lists without taking row locks, so it neither waits
 /// for nor blocks the site's transactions; a real replay re-checks each row's state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_dry_run_takes_no_locks() {

@@ -1,4 +1,4 @@
-//! Versioning and replay protection (SPEC §5.2): every recorded history of a released
+//! Versioning and replay protection (guarantees §5.2): every recorded history of a released
 //! trigger_workflow replays against the current code, and a nondeterministic change is caught.
 
 mod common;
@@ -186,11 +186,12 @@ fn replay_histories_cli_is_a_deploy_gate() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nondeterminism"));
 }
 
-/// The perform_firing heartbeat timeout (SPEC §3.6) was patched in: histories of v2 (and v3)
-/// carry the patch marker and a scheduled perform with the heartbeat timeout, those of v1
-/// neither. From v4 on the patch is retired (issue 9): the timeout without the marker, 2
-/// history events fewer. All sets replay (above): a replaying workflow task still asks for
-/// the marker where a history has it. A folder recorded with the wrong code fails here.
+/// The perform_firing heartbeat timeout (guarantees §3.6) was patched in: histories of v2 (and
+/// v3) carry the patch marker and a scheduled perform with the heartbeat timeout, those of v1
+/// neither. From v4 on the patch is retired (docs/versioning.md): the timeout without the
+/// marker, 2 history events fewer. All sets replay (above): a replaying workflow task still
+/// asks for the marker where a history has it. A folder recorded with the wrong code fails
+/// here.
 #[test]
 fn heartbeat_timeout_is_recorded_behind_its_patch_until_v4() {
     let patched = |dir: &str| -> Vec<(bool, String)> {
@@ -260,9 +261,9 @@ fn heartbeat_timeout_is_recorded_behind_its_patch_until_v4() {
     );
 }
 
-/// Issue 9, goal 1: a firing without delay is 11 history events from v4 on (13 in v3, 19 in
-/// v2): started, the workflow task that schedules perform_firing, its three events, the
-/// workflow task that completes, completed.
+/// Fewer events (docs/performance.md, goal 1): a firing without delay is 11 history events from
+/// v4 on (13 in v3, 19 in v2): started, the workflow task that schedules perform_firing, its
+/// three events, the workflow task that completes, completed.
 #[test]
 fn a_firing_without_delay_is_eleven_events_from_v4_on() {
     let count = |dir: &str| -> usize {
@@ -274,8 +275,8 @@ fn a_firing_without_delay_is_eleven_events_from_v4_on() {
     assert_eq!([count("v2"), count("v3"), count("v4")], [19, 13, 11]);
 }
 
-/// Issue 9: from v3 on, perform_firing records `done` and `skipped` itself, in the firing's
-/// transaction, and the workflow schedules no record_outcome for them; a failure and a
+/// From v3 on (docs/versioning.md), perform_firing records `done` and `skipped` itself, in the
+/// firing's transaction, and the workflow schedules no record_outcome for them; a failure and a
 /// cancellation are still recorded by the daemon. v2 histories (the daemon recorded every
 /// outcome) keep replaying through the other branch (above).
 #[test]

@@ -1,4 +1,4 @@
-//! Issue 10: the daemon's hosted workflow worker exports the Temporal SDK's worker metrics
+//! guarantees §6.1: the daemon's hosted workflow worker exports the Temporal SDK's worker metrics
 //! on the daemon's own /metrics, named and labelled as the Python worker's exporter does.
 //!
 //! Real processes: PostgreSQL, a Temporal dev server, the `trigger-relay` binary; a row is

@@ -1,4 +1,4 @@
-"""A to-do app whose events drive dj-triggers (SPEC §0)."""
+"""A to-do app whose events drive dj-triggers (guarantees §0)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Task(models.Model):
         """Mark the task done and fire ``TaskCompletedEvent``, in one transaction.
 
         Fired triggers routed to Temporal are written to the outbox inside this
-        transaction (SPEC §2.2): if saving fails, no firing is recorded.
+        transaction (guarantees §2.2): if saving fails, no firing is recorded.
         """
         with transaction.atomic():
             self.completed_at = timezone.now()

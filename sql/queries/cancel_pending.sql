@@ -1,6 +1,7 @@
--- pending -> cancelled (SPEC §5.1). Rows not started yet never reach Temporal: the claim
--- query only takes pending rows. A row claimed at this moment may still get its workflow
--- started; that workflow finds the row cancelled and performs nothing (activities.py).
+-- pending -> cancelled (guarantees §5.1). Rows not started yet never reach Temporal: the
+-- claim query only takes pending rows. A row claimed at this moment may still get its
+-- workflow started; that workflow finds the row cancelled and performs nothing
+-- (activities.py).
 -- Selectors as in select_for_cancel.sql; with $4 (dry run) nothing changes.
 UPDATE trigger_relay_outbox
 SET state = 'cancelled',

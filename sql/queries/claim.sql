@@ -1,4 +1,4 @@
--- Claim up to $1 pending rows for replica $2 with a lease of $3 seconds (SPEC §4.2).
+-- Claim up to $1 pending rows for replica $2 with a lease of $3 seconds (guarantees §4.2).
 -- FOR UPDATE SKIP LOCKED lets replicas claim disjoint rows without waiting on each other; the
 -- lease (claimed_until) keeps a claimed row away from other replicas after this short
 -- transaction commits, and hands it back if this replica dies before recording the outcome.

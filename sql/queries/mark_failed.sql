@@ -1,4 +1,4 @@
--- pending -> failed: a row that can never start (SPEC §4.5).
+-- pending -> failed: a row that can never start (guarantees §4.5).
 UPDATE trigger_relay_outbox
 SET state = 'failed',
     finished_at = now(),

@@ -1,10 +1,11 @@
--- The request path (SPEC §2.2, §2.3; issue 9), run by the add-on's Event.fired receiver
--- (trigger_relay/outbox.py) in the site's own transaction: the firing's route and, when that
--- route is Temporal, its outbox row, in one round trip. The route is the trigger's stored
--- one (trigger_relay_route, one primary-key lookup), else $6: what the settings say of this
--- trigger (NULL when they cannot say; the caller then raises the settings' error). Exactly
--- one row comes back: the route read, and the new row's id (NULL when nothing was written,
--- which then goes to Celery, or is refused for a route that is neither).
+-- The request path (guarantees §2.2, §2.3; its cost: docs/performance.md), run by the
+-- add-on's Event.fired receiver (trigger_relay/outbox.py) in the site's own transaction: the
+-- firing's route and, when that route is Temporal, its outbox row, in one round trip. The
+-- route is the trigger's stored one (trigger_relay_route, one primary-key lookup), else $6:
+-- what the settings say of this trigger (NULL when they cannot say; the caller then raises
+-- the settings' error). Exactly one row comes back: the route read, and the new row's id
+-- (NULL when nothing was written, which then goes to Celery, or is refused for a route that
+-- is neither).
 -- created_at and due_at come from the database clock, which the relay compares them with:
 -- the statement's timestamp, as Django's Now(), and the same plus the event's delay ($5).
 -- Every other column takes its default from sql/schema/ (the firing uuid above all). The casts

@@ -1,7 +1,8 @@
 -- A replayed row starts over as pending with the next generation, hence a new workflow id
--- (SPEC §4.6). Its history of the previous generation stays in Temporal. The selection's
--- guards are applied again ($2: dispatched rows too), since `replay` does not hold locks
--- between listing and replaying. A row from before schema version 3 gets its firing_uuid.
+-- (guarantees §4.6). Its history of the previous generation stays in Temporal. The
+-- selection's guards are applied again ($2: dispatched rows too), since `replay` does not
+-- hold locks between listing and replaying. A row from before schema version 3 gets its
+-- firing_uuid.
 UPDATE trigger_relay_outbox
 SET state = 'pending',
     generation = generation + 1,

@@ -1,6 +1,7 @@
--- Rows chosen for a replay by hand (SPEC §4.6). Every selector is optional (NULL = any);
--- the CLI refuses a call with no selector at all. Pending rows are never chosen: they are
--- already on their way. Dispatched rows (workflow may still run) only when $8 is true.
+-- Rows chosen for a replay by hand (guarantees §4.6). Every selector is optional
+-- (NULL = any); the CLI refuses a call with no selector at all. Pending rows are never
+-- chosen: they are already on their way. Dispatched rows (workflow may still run) only
+-- when $8 is true.
 SELECT id, state, generation, trigger_id, event_id, user_pk, created_at, workflow_id
 FROM trigger_relay_outbox
 WHERE ($1::bigint[] IS NULL OR id = ANY($1))

@@ -1,4 +1,4 @@
--- trigger-relay outbox schema, version 2: the action ledger (SPEC §3.4).
+-- trigger-relay outbox schema, version 2: the action ledger (guarantees §3.4).
 --
 -- One row per (outbox row, action) that completed. The Python worker inserts it in the same
 -- transaction as the action's own database writes, under Activity.lock, so an action whose

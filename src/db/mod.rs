@@ -368,7 +368,7 @@ fn column<'a, T: FromSql<'a>>(
 }
 
 impl Db {
-    /// Refuses to run against a schema this build does not know (SPEC §1.1).
+    /// Refuses to run against a schema this build does not know (guarantees §1.1).
     pub async fn check_schema(&self) -> Result<(), DbError> {
         let rows = self
             .rows("schema_version", sql::SCHEMA_VERSION, &[])

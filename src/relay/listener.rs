@@ -1,4 +1,4 @@
-//! The LISTEN side of "LISTEN/NOTIFY for latency, polling for safety" (SPEC §4.1).
+//! The LISTEN side of "LISTEN/NOTIFY for latency, polling for safety" (guarantees §4.1).
 //!
 //! One dedicated connection (LISTEN cannot go through a pool or PgBouncer in transaction
 //! mode). Notifications carry no data; each only wakes the relay, and a burst of them

@@ -1,6 +1,6 @@
 //! The relay loop: wake up (NOTIFY, poll timer, reconnect), claim a batch, start one workflow
 //! per row, record the outcome; back off while PostgreSQL or Temporal is unreachable
-//! (SPEC §4.1-4.5).
+//! (guarantees §4.1-4.5).
 
 pub mod listener;
 pub mod reconcile;
@@ -374,7 +374,7 @@ impl Relay {
             .observe(started_at.elapsed().as_secs_f64());
         let (run_id, result) = match outcome {
             StartOutcome::Started { run_id } => (Some(run_id), "started"),
-            // The id holds the firing's uuid: a run with this id is this row's (SPEC §4.3).
+            // The id holds the firing's uuid: a run with this id is this row's (guarantees §4.3).
             StartOutcome::AlreadyStarted { run_id } => (run_id, "already_started"),
             StartOutcome::RowRejected { error } => {
                 self.health.set_ok(Component::Temporal);

@@ -1,4 +1,4 @@
-//! Retention (SPEC §4.7): finished rows are deleted after a configurable age.
+//! Retention (guarantees §4.7): finished rows are deleted after a configurable age.
 
 use std::time::Duration;
 

@@ -54,7 +54,7 @@ where
 
 static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// The login the daemon runs as in the tests (SPEC §1.1, README "Database role"): a plain
+/// The login the daemon runs as in the tests (guarantees §1.1, README "Database role"): a plain
 /// LOGIN role whose only privileges come from `trigger_relay_daemon`, the role sql/schema/
 /// creates and grants. Roles are cluster-wide, so every test database shares it.
 pub const DAEMON_LOGIN: &str = "trigger_relay_test_login";

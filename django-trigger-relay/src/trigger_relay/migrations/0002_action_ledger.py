@@ -1,5 +1,5 @@
-"""Schema version 2: applies ``sql/schema/0002_*.sql`` verbatim (the action ledger, SPEC §3.4),
-from the copy frozen below.
+"""Schema version 2: applies ``sql/schema/0002_*.sql`` verbatim (the action ledger,
+guarantees §3.4), from the copy frozen below.
 
 The ledger's key is (outbox_id, action_id): Django 5.2 maps it as a ``CompositePrimaryKey``,
 older versions with ``idempotency_key`` standing in (see ``trigger_relay.ledger``).
@@ -22,7 +22,7 @@ from trigger_relay.schema import run_sql_operations
 # verbatim, never edited (tests/test_schema.py checks that they equal the files, so the
 # released files cannot change either; a schema change is a new file and migration).
 SCHEMA_FILES: dict[str, str] = {
-    "0002_action_ledger.sql": r"""-- trigger-relay outbox schema, version 2: the action ledger (SPEC §3.4).
+    "0002_action_ledger.sql": r"""-- trigger-relay outbox schema, version 2: the action ledger (guarantees §3.4).
 --
 -- One row per (outbox row, action) that completed. The Python worker inserts it in the same
 -- transaction as the action's own database writes, under Activity.lock, so an action whose

@@ -1,6 +1,6 @@
 """Schema version 3: applies ``sql/schema/0003_*.sql`` verbatim, from the copies frozen below
-(the firing identity ``firing_uuid`` and the reconciler's and retention's indexes, SPEC
-§4.3, §4.7, §4.8).
+(the firing identity ``firing_uuid`` and the reconciler's and retention's indexes,
+guarantees §4.3, §4.7, §4.8).
 
 Not atomic: the two index files use ``CREATE INDEX CONCURRENTLY``, which cannot run in a
 transaction, so that building them does not block the site's inserts into the outbox. Each

@@ -1,4 +1,4 @@
-"""Routes as data (issue 8, item 1): ``trigger_relay_route``, each trigger's route by pk.
+"""Routes as data (guarantees §2.3): ``trigger_relay_route``, each trigger's route by pk.
 
 A table of Django's own (managed): only the site reads and writes it; the daemon never does.
 """

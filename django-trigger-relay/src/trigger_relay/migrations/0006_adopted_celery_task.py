@@ -1,4 +1,4 @@
-"""Adopting firings waiting in Celery (issue 8, item 3): ``trigger_relay_celery_claim``, who
+"""Adopting firings waiting in Celery (guarantees §2.5): ``trigger_relay_celery_claim``, who
 performs each dj-triggers ``handle_event`` task, Temporal (adopted) or Celery (started).
 
 A table of Django's own (managed): only the site reads and writes it; the daemon never does.
