@@ -1,11 +1,18 @@
 # The two entry points of the README, plus the pieces they are made of.
-.PHONY: demo test test-browser bootstrap dist lint fmt bench bench-smoke help
+.PHONY: demo test test-fast test-browser bootstrap dist lint fmt bench bench-smoke help
 
 demo:        ## run the whole product with the example site (see README)
 	scripts/demo.sh
 
 test:        ## the whole test suite (real PostgreSQL, Temporal dev servers, workers)
 	scripts/test.sh
+
+# The loop while you work (CONTRIBUTING.md, "The loops"): no Temporal dev server, daemon
+# process, built wheel or browser; PostgreSQL and Redis only. CI runs `make test`.
+test-fast:   ## the loop while you work: unit tests, the add-on's tests without Temporal or wheels
+	scripts/services.sh
+	cargo nextest run --locked --lib
+	cd django-trigger-relay && ../.venv/bin/python -m pytest -q -m "not e2e and not installed"
 
 test-browser: ## the admin in Debian's headless Chromium (django-trigger-relay/browser_tests/)
 	scripts/services.sh
@@ -41,6 +48,7 @@ lint:        ## what CI checks besides the tests
 	cargo clippy --locked --all-targets -- -D warnings
 	.venv/bin/ruff check django-trigger-relay example grafana bench
 	.venv/bin/ruff format --check django-trigger-relay example grafana bench
+	cd django-trigger-relay && ../.venv/bin/mypy
 
 fmt:         ## rustfmt and ruff (format, then the fixable lints) on everything make lint checks
 	cargo fmt

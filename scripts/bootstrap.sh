@@ -2,7 +2,8 @@
 # Installs everything the demo and the tests need, from the project's own locks:
 # the Python virtualenv (.venv) from requirements.lock, the add-on in editable mode (the demo
 # and most tests read the checkout; the tests marked `installed` install the built wheels
-# into venvs of their own), the packaging tools of requirements-build.lock, and the daemon
+# into venvs of their own), the packaging tools of requirements-build.lock, the type checker
+# of requirements-lint.lock (.venv only: its django-stubs describe Django 5.2), and the daemon
 # (cargo build, Cargo.lock); and .venv-django42 from requirements-django42.lock, in which the
 # tests run the add-on's suite on Django 4.2 LTS too. Idempotent; fast when nothing changed.
 set -euo pipefail
@@ -31,5 +32,9 @@ install_venv() { # <venv> <lock>
 }
 install_venv .venv requirements.lock
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-build.lock
+# The type checker of `make lint`, with requirements.lock in the same run: pip refuses a pin of
+# a package they share (pathspec, typing_extensions) that differs between the two.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    -r requirements.lock -r requirements-lint.lock
 install_venv .venv-django42 requirements-django42.lock
 cargo build --locked --quiet

@@ -122,14 +122,6 @@ impl Health {
         self.with(|s| s.dead_task = Some(what));
     }
 
-    pub fn ok(&self, component: Component) -> bool {
-        self.with(|s| dependency(s, component).ok)
-    }
-
-    pub fn ready(&self) -> bool {
-        self.with(|s| s.postgres.ok && s.temporal.ok && s.dead_task.is_none())
-    }
-
     /// What `/readyz` shows: names and states, never an error's text (see the module).
     pub fn report(&self) -> serde_json::Value {
         self.with(|s| {

@@ -17,7 +17,7 @@ use temporalio_sdk::workflow_replayer::{
     WorkflowReplayResult, WorkflowReplayer, WorkflowReplayerOptions,
 };
 
-use crate::cli_text::escape;
+use crate::cli::escape;
 use crate::workflow::{TriggerWorkflow, WorkflowSettings};
 
 #[derive(Debug, thiserror::Error)]

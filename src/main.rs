@@ -6,22 +6,15 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
+use trigger_relay::cli;
 use trigger_relay::config::{Cli, Command, LogConfig, LogFormat};
-use trigger_relay::{cancel, cli_output, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|err| exit_with_variable(err));
     init_logging(&cli.log);
     let is_daemon = matches!(cli.command, Command::Run(_));
-    let result = match cli.command {
-        Command::Run(config) => run::run(*config).await,
-        Command::Status(config) => cli_output::status(config).await,
-        Command::Replay(config) => cli_output::replay(config).await,
-        Command::Cancel(config) => cancel::cancel(config).await,
-        Command::ReplayHistories(config) => cli_output::replay_histories(config).await,
-    };
-    match result {
+    match cli::execute(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // The daemon's logs are collected as structured lines; a CLI user reads stderr.

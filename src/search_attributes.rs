@@ -93,6 +93,8 @@ pub struct Present([bool; 5]);
 
 impl Present {
     pub const NONE: Present = Present([false; 5]);
+    /// Every attribute registered (the unit tests).
+    #[cfg(test)]
     pub const ALL: Present = Present([true; 5]);
 
     /// From the namespace's custom attributes (name → `IndexedValueType` as i32). An

@@ -52,6 +52,16 @@ def _truncate_outbox(request: pytest.FixtureRequest) -> Iterator[None]:
             cursor.execute("TRUNCATE trigger_relay_outbox CASCADE")
 
 
+@pytest.fixture(scope="module")
+def route_everything_to_temporal() -> Iterator[None]:
+    """Every trigger on Temporal, for a whole module (``pytest.mark.usefixtures``): the module
+    of a harness (tests_support/harness.py) whose firings must reach its daemon."""
+    from django.test import override_settings
+
+    with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal", TRIGGER_RELAY_ROUTES={}):
+        yield
+
+
 @pytest.fixture
 def celery_queue() -> Iterator[Any]:
     """The test run's own Celery queue in Redis, emptied before and after the test."""

@@ -6,68 +6,31 @@ run's own Redis queue and the test database.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.test import override_settings
 from tasks.models import SentEmail
 from tests_support.broker import CeleryQueue
+from tests_support.celery_worker import celery_worker as start_celery_worker
 from tests_support.factories import make_task
 from tests_support.factories import make_trigger
-from tests_support.processes import running
 from tests_support.processes import tail
 from tests_support.processes import wait_for
 
 from trigger_relay.models import OutboxRow
-
-TESTS_DIR = Path(__file__).resolve().parent
-EXAMPLE_DIR = TESTS_DIR.parent.parent / "example"
 
 
 @pytest.fixture
 def celery_worker(
     transactional_db: None, tmp_path: Path, celery_queue: CeleryQueue
 ) -> Iterator[Path]:
-    """A Celery worker on the test database; yields its log file."""
-    log = tmp_path / "celery-worker.log"
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "example_site",
-        "worker",
-        "--pool=solo",
-        "--concurrency=1",
-        "--loglevel=INFO",
-        "--queues",
-        settings.CELERY_TASK_DEFAULT_QUEUE,
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "--hostname",
-        f"trigger-relay-test-{settings.RUN_ID}@%h",
-    ]
-    env = {
-        "DJANGO_SETTINGS_MODULE": "test_settings",
-        "PYTHONPATH": f"{TESTS_DIR}:{EXAMPLE_DIR}",
-        # The worker connects to the test database as it is (pytest-django made it).
-        "TRIGGER_RELAY_TEST_DB_NAME": connection.settings_dict["NAME"],
-    }
-    with running(command, log=log, env=env, cwd=TESTS_DIR) as worker:
-        wait_for(
-            lambda: "ready." in log.read_text(errors="replace"),
-            timeout=60,
-            what="celery worker ready",
-            process=worker,
-            log=log,
-        )
-        yield log
+    """A Celery worker on the test database (tests_support/celery_worker.py); yields its log
+    file."""
+    with start_celery_worker(tmp_path / "celery-worker.log") as worker:
+        yield worker.log
 
 
 def wait_for_email(subject_prefix: str, log: Path) -> SentEmail:

@@ -22,7 +22,6 @@ machine; ``$__range`` = 10m: longer than the whole run).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import time
@@ -39,12 +38,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db import transaction
 from django.test import override_settings
-from relay_e2e.models import Flag
-from relay_e2e.models import FlagCondition
-from relay_e2e.models import RecordAction
-from tasks.models import TaskCompletedEvent
 from tests_support.harness import DJANGO_TASK_QUEUE
 from tests_support.harness import FINAL_STATES
 from tests_support.harness import REPO_ROOT
@@ -54,8 +48,10 @@ from tests_support.harness import Service
 from tests_support.harness import wait_until
 from tests_support.processes import free_port
 from tests_support.processes import tail
+from tests_support.worker_metrics import DAEMON_ENV
+from tests_support.worker_metrics import fire
+from tests_support.worker_metrics import outcome_triggers
 from tests_support.worker_metrics import start_with_worker_metrics
-from triggers.models import Trigger
 
 from trigger_relay.models import OutboxRow
 
@@ -107,14 +103,6 @@ EVALUATION_TIMEOUT = 180
 #: Seconds, after that, for every panel target to answer with series (a series that appeared
 #: with the last outcomes needs a scrape or two more for rate()).
 SETTLE_TIMEOUT = 60
-
-#: A failing action fails the row at its first attempt (not retried: an error of the site).
-DAEMON_ENV = {
-    "TRIGGER_RELAY_PERFORM_HEARTBEAT_TIMEOUT": "5s",
-    "TRIGGER_RELAY_PERFORM_MAX_ATTEMPTS": "2",
-    "TRIGGER_RELAY_STICKY_TIMEOUT": "2s",
-}
-
 
 # -- Prometheus --------------------------------------------------------------------------------
 
@@ -395,15 +383,6 @@ def stack(
         harness.stop()
 
 
-def fire(trigger: Trigger, user: Any) -> OutboxRow:
-    event = TaskCompletedEvent.objects.create(trigger=trigger, delay=dt.timedelta())
-    before = set(OutboxRow.objects.values_list("pk", flat=True))
-    with transaction.atomic():
-        event.fire_single(user.pk, task_id=1, task_title="t", task_important=False)
-    (row,) = OutboxRow.objects.exclude(pk__in=before)
-    return row
-
-
 def wait(harness: Harness, prometheus: Prometheus, probe: Callable[[], Any], what: str) -> Any:
     return wait_until(
         probe,
@@ -444,16 +423,7 @@ def test_every_panel_and_variable_returns_series(
             )
 
         user = User.objects.create(username="dashboard", email="dashboard@example.com")
-        done_trigger = Trigger.objects.create(name="dashboard done", is_enabled=True)
-        RecordAction.objects.create(trigger=done_trigger, label="ok")
-        skipped_trigger = Trigger.objects.create(name="dashboard skipped", is_enabled=True)
-        FlagCondition.objects.create(trigger=skipped_trigger, flag="dashboard-never-on")
-        RecordAction.objects.create(trigger=skipped_trigger, label="never")
-        failing_trigger = Trigger.objects.create(name="dashboard failing", is_enabled=True)
-        Flag.set("dashboard-mail-down", True)
-        RecordAction.objects.create(
-            trigger=failing_trigger, label="bad", fail_while="dashboard-mail-down"
-        )
+        done_trigger, skipped_trigger, failing_trigger = outcome_triggers("dashboard")
         rows = [
             fire(done_trigger, user),
             fire(skipped_trigger, user),

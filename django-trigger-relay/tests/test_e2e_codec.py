@@ -31,7 +31,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
-from django.test import override_settings
 from relay_e2e.models import Flag
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
@@ -46,12 +45,17 @@ from test_e2e_workflow import writes_of
 from tests_support.harness import TEMPORAL_BIN
 from tests_support.harness import Harness
 from tests_support.harness import events_of
+from tests_support.harness import serve
 
 from trigger_relay import codec
 from trigger_relay import conf
 from trigger_relay.models import OutboxRow
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, reset_sequences=True)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True, reset_sequences=True),
+    pytest.mark.usefixtures("route_everything_to_temporal"),
+]
 
 KEY_A = os.urandom(32)
 KEY_B = os.urandom(32)
@@ -79,12 +83,6 @@ class Keys:
 
     def env(self) -> dict[str, str]:
         return {conf.KEYS_FILE: str(self.path), conf.CURRENT_KEY_ID: self.current}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _route_everything_to_temporal() -> Iterator[None]:
-    with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal", TRIGGER_RELAY_ROUTES={}):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +113,7 @@ def codec_harness(
         },
     )
     harness.worker.env.update(keys.env())
-    try:
-        with django_db_blocker.unblock():
-            harness.start()
-        yield harness
-    finally:
-        harness.stop()
+    yield from serve(harness, django_db_blocker)
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import transaction
-from django.test import override_settings
 from tasks.models import SentEmail
 from temporalio import workflow
 from temporalio.client import Client
@@ -42,11 +41,16 @@ from tests_support.harness import DJANGO_TASK_QUEUE
 from tests_support.harness import FINAL_STATES
 from tests_support.harness import WORKFLOW_TASK_QUEUE
 from tests_support.harness import Harness
+from tests_support.harness import serve
 
 from trigger_relay.models import OutboxRow
 from trigger_relay.perform import WORKFLOW_MISMATCH
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, reset_sequences=True)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True, reset_sequences=True),
+    pytest.mark.usefixtures("route_everything_to_temporal"),
+]
 
 #: Due this long after firing: long enough for the attacks to finish first.
 DELAY = dt.timedelta(seconds=20)
@@ -76,23 +80,12 @@ class Forger:
         return {"recorded": recorded, "performed": performed}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _route_everything_to_temporal() -> Iterator[None]:
-    with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal", TRIGGER_RELAY_ROUTES={}):
-        yield
-
-
 @pytest.fixture(scope="module")
 def module_harness(
     tmp_path_factory: pytest.TempPathFactory, django_db_setup: None, django_db_blocker: Any
 ) -> Iterator[Harness]:
     harness = Harness(tmp_path_factory.mktemp("e2e-trust"), run_id=str(settings.RUN_ID))
-    try:
-        with django_db_blocker.unblock():
-            harness.start()
-        yield harness
-    finally:
-        harness.stop()
+    yield from serve(harness, django_db_blocker)
 
 
 @pytest.fixture

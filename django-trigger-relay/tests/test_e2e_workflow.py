@@ -26,13 +26,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from typing import NamedTuple
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db import transaction
-from django.test import override_settings
 from django.utils import timezone
 from relay_e2e.models import ActionWrite
 from relay_e2e.models import Flag
@@ -57,6 +57,7 @@ from tests_support.harness import Harness
 from tests_support.harness import describe_history
 from tests_support.harness import events_of
 from tests_support.harness import scheduled_activity_types
+from tests_support.harness import serve
 from tests_support.harness import timer_durations
 from triggers.models import ActionCountCondition
 from triggers.models import ActionFrequencyCondition
@@ -70,7 +71,11 @@ from trigger_relay.models import OutboxRow
 
 # Transactional: the workers see what a test commits. reset_sequences: the flush after each
 # test then recreates the content types under the same ids (see ``Harness.ensure_worker_current``).
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, reset_sequences=True)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True, reset_sequences=True),
+    pytest.mark.usefixtures("route_everything_to_temporal"),
+]
 
 User = get_user_model()
 
@@ -89,12 +94,6 @@ DAEMON_ENV = {
 
 
 # -- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _route_everything_to_temporal() -> Iterator[None]:
-    with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal", TRIGGER_RELAY_ROUTES={}):
-        yield
 
 
 #: Kept by ``empty_tables``: what migrations made.
@@ -127,12 +126,7 @@ def _harness(
     harness = Harness(
         workdir, run_id=str(settings.RUN_ID), persistent=persistent, daemon_env=DAEMON_ENV
     )
-    try:
-        with django_db_blocker.unblock():
-            harness.start()
-        yield harness
-    finally:
-        harness.stop()
+    yield from serve(harness, django_db_blocker)
 
 
 @pytest.fixture(scope="class")
@@ -346,6 +340,35 @@ def perform_attempts(harness: Harness, row: OutboxRow) -> list[int]:
         for event in events_of(history, EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
         if event.activity_task_started_event_attributes.scheduled_event_id in scheduled
     ]
+
+
+class OutsideEffect(NamedTuple):
+    """A firing of a trigger whose one action has an effect outside the database (a line
+    appended to the file ``outside``, as an email handed to an SMTP server), with its outcome
+    recorded."""
+
+    user: Any
+    trigger: Trigger
+    action: OutsideEffectAction
+    outside: Path
+    key: str
+    row: OutboxRow
+
+
+def fire_outside_effect(
+    harness: Harness, tmp_path: Path, user_name: str, trigger_name: str, **action: Any
+) -> OutsideEffect:
+    """Fire a new trigger whose one action is an ``OutsideEffectAction`` with the fields
+    ``action``, for a new user; wait for the row's outcome."""
+    user = make_user(user_name)
+    trigger = make_trigger(trigger_name)
+    event = task_event(trigger, dt.timedelta())
+    outside = tmp_path / "sent.txt"
+    effect = OutsideEffectAction.objects.create(trigger=trigger, path=str(outside), **action)
+    (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
+    key = key_of(row, effect)
+    (row,) = wait_final(harness, [row], timeout=60)
+    return OutsideEffect(user, trigger, effect, outside, key, row)
 
 
 # -- dj-triggers' two example scenarios (guarantees §3.2) -----------------------------------
@@ -905,17 +928,13 @@ class TestFiring:
         as dj-triggers on Celery does: the effect happened once (not once per attempt), the
         row is failed with the exception's type, message and the action, and nothing of the
         attempt committed."""
-        user = make_user("outside-effect-fails")
-        trigger = make_trigger("e2e outside effect then raise")
-        event = task_event(trigger, dt.timedelta())
-        outside = tmp_path / "sent.txt"
-        action = OutsideEffectAction.objects.create(
-            trigger=trigger, path=str(outside), then=OutsideEffectAction.RAISE
+        user, trigger, action, outside, key, row = fire_outside_effect(
+            harness,
+            tmp_path,
+            "outside-effect-fails",
+            "e2e outside effect then raise",
+            then=OutsideEffectAction.RAISE,
         )
-        (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
-        key = key_of(row, action)
-
-        (row,) = wait_final(harness, [row], timeout=60)
 
         assert outside.read_text().splitlines() == [f"{key} pid={harness.worker.pid}"]
         assert (row.state, row.skip_reason) == ("failed", None)
@@ -936,20 +955,14 @@ class TestFiring:
         infrastructure error: the attempt is retried on a new connection and the action is
         performed once: one committed write, one ledger entry, the count moved once, and its
         outside effect, deferred with transaction.on_commit, happened once."""
-        user = make_user("dropped-connection")
-        trigger = make_trigger("e2e dropped connection")
-        event = task_event(trigger, dt.timedelta())
-        outside = tmp_path / "sent.txt"
-        action = OutsideEffectAction.objects.create(
-            trigger=trigger,
-            path=str(outside),
+        user, trigger, action, outside, key, row = fire_outside_effect(
+            harness,
+            tmp_path,
+            "dropped-connection",
+            "e2e dropped connection",
             then=OutsideEffectAction.DROP_CONNECTION_ONCE,
             on_commit=True,
         )
-        (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
-        key = key_of(row, action)
-
-        (row,) = wait_final(harness, [row], timeout=60)
 
         assert (row.state, row.skip_reason, row.last_error) == ("done", None, None)
         assert perform_attempts(harness, row) == [2]  # the history keeps the last attempt
@@ -970,17 +983,13 @@ class TestFiring:
         harness.worker.terminate()
         harness.start_worker(TRIGGER_RELAY_RETRY_APPLICATION_ERRORS="true")
         try:
-            user = make_user("outside-effect-retried")
-            trigger = make_trigger("e2e outside effect retried")
-            event = task_event(trigger, dt.timedelta())
-            outside = tmp_path / "sent.txt"
-            action = OutsideEffectAction.objects.create(
-                trigger=trigger, path=str(outside), then=OutsideEffectAction.RAISE
+            user, trigger, action, outside, key, row = fire_outside_effect(
+                harness,
+                tmp_path,
+                "outside-effect-retried",
+                "e2e outside effect retried",
+                then=OutsideEffectAction.RAISE,
             )
-            (row,) = fire(event, user, task_id=1, task_title="t", task_important=False)
-            key = key_of(row, action)
-
-            (row,) = wait_final(harness, [row], timeout=60)
 
             line = f"{key} pid={harness.worker.pid}"
             assert outside.read_text().splitlines() == [line] * PERFORM_MAX_ATTEMPTS

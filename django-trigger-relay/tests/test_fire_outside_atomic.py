@@ -15,11 +15,9 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
 from django.db import transaction
 from django.test import override_settings
 from tasks.models import Task
@@ -27,6 +25,7 @@ from tasks.models import TaskCompletedEvent
 from tests_support.broker import CeleryQueue
 from tests_support.factories import make_task
 from tests_support.factories import make_trigger
+from tests_support.firings import committed_rows
 
 from trigger_relay import atomicity
 from trigger_relay.checks import check_fire_outside_atomic_setting
@@ -35,19 +34,6 @@ from trigger_relay.models import OutboxRow
 TEMPORAL_ALL = override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal")
 SETTING = "TRIGGER_RELAY_FIRE_OUTSIDE_ATOMIC"
 THIS_FILE = __file__
-
-
-def committed_rows() -> list[dict[str, Any]]:
-    """Outbox rows as another session sees them: only what was committed."""
-    params = connection.get_connection_params()
-    with (
-        psycopg.connect(
-            dbname=params["dbname"], user=params["user"], host=params["host"], port=params["port"]
-        ) as other,
-        other.cursor(row_factory=psycopg.rows.dict_row) as cursor,
-    ):
-        cursor.execute("SELECT * FROM trigger_relay_outbox ORDER BY id")
-        return cursor.fetchall()
 
 
 def next_line() -> int:

@@ -16,6 +16,7 @@ from django.test import override_settings
 from tests_support.factories import make_task
 from tests_support.factories import make_trigger
 from tests_support.factories import several_actions_per_trigger
+from tests_support.firings import committed_rows
 
 from trigger_relay.context import MAX_CONTEXT_DEPTH
 from trigger_relay.context import MAX_INT_DIGITS
@@ -23,19 +24,6 @@ from trigger_relay.models import OutboxRow
 from trigger_relay.outbox import record_firing
 
 TEMPORAL_ALL = override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal")
-
-
-def committed_rows() -> list[dict[str, Any]]:
-    """Outbox rows as another session sees them: only what was committed."""
-    params = connection.get_connection_params()
-    with (
-        psycopg.connect(
-            dbname=params["dbname"], user=params["user"], host=params["host"], port=params["port"]
-        ) as other,
-        other.cursor(row_factory=psycopg.rows.dict_row) as cursor,
-    ):
-        cursor.execute("SELECT * FROM trigger_relay_outbox ORDER BY id")
-        return cursor.fetchall()
 
 
 @TEMPORAL_ALL

@@ -30,10 +30,13 @@ from django.test import override_settings
 from tests_support.factories import make_trigger
 from tests_support.harness import FINAL_STATES
 from tests_support.harness import Harness
+from tests_support.harness import serve
 
 from trigger_relay import conf
 from trigger_relay.conf import WORKER_CONN_MAX_AGE
 from trigger_relay.models import OutboxRow
+
+pytestmark = pytest.mark.usefixtures("route_everything_to_temporal")
 
 #: The tests with a worker process. Transactional: the worker sees what a test commits.
 #: reset_sequences: see Harness.ensure_worker_current.
@@ -46,12 +49,6 @@ EXAMPLE_DIR = TESTS_DIR.parents[1] / "example"
 APPLICATION_NAME = f"trigger-relay-worker-test-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _route_everything_to_temporal() -> Iterator[None]:
-    with override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal", TRIGGER_RELAY_ROUTES={}):
-        yield
-
-
 @pytest.fixture(scope="module")
 def module_harness(
     tmp_path_factory: pytest.TempPathFactory, django_db_setup: None, django_db_blocker: Any
@@ -62,12 +59,7 @@ def module_harness(
     harness.worker.env.update(
         {"TRIGGER_RELAY_WORKER_CONCURRENCY": "1", "PGAPPNAME": APPLICATION_NAME}
     )
-    try:
-        with django_db_blocker.unblock():
-            harness.start()
-        yield harness
-    finally:
-        harness.stop()
+    yield from serve(harness, django_db_blocker)
 
 
 def worker_with(harness: Harness, **env: str) -> Harness:

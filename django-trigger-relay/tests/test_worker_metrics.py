@@ -10,7 +10,6 @@ endpoint scraped over HTTP.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import socket
@@ -25,19 +24,16 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.test import override_settings
-from relay_e2e.models import Flag
-from relay_e2e.models import FlagCondition
-from relay_e2e.models import RecordAction
-from tasks.models import TaskCompletedEvent
 from tests_support.harness import DJANGO_TASK_QUEUE
 from tests_support.harness import FINAL_STATES
 from tests_support.harness import Harness
 from tests_support.harness import HarnessError
 from tests_support.processes import free_port
+from tests_support.worker_metrics import DAEMON_ENV
+from tests_support.worker_metrics import fire
+from tests_support.worker_metrics import outcome_triggers
 from tests_support.worker_metrics import start_with_worker_metrics
-from triggers.models import Trigger
 
 from trigger_relay.activities import PERFORM_FIRING
 from trigger_relay.models import OutboxRow
@@ -166,13 +162,6 @@ def test_command_refuses_a_port_in_use_with_a_clear_error() -> None:
 
 # -- real processes: a firing done, one skipped, an action failing ----------------------------
 
-#: A failing action fails the row at its first attempt (not retried: an error of the site).
-DAEMON_ENV = {
-    "TRIGGER_RELAY_PERFORM_HEARTBEAT_TIMEOUT": "5s",
-    "TRIGGER_RELAY_PERFORM_MAX_ATTEMPTS": "2",
-    "TRIGGER_RELAY_STICKY_TIMEOUT": "2s",
-}
-
 
 @pytest.fixture(scope="module")
 def metrics_harness(
@@ -226,15 +215,6 @@ def value(samples: dict[Series, float], name: str, **labels: str) -> float:
     )
 
 
-def fire(trigger: Trigger, user: Any) -> OutboxRow:
-    event = TaskCompletedEvent.objects.create(trigger=trigger, delay=dt.timedelta())
-    before = set(OutboxRow.objects.values_list("pk", flat=True))
-    with transaction.atomic():
-        event.fire_single(user.pk, task_id=1, task_title="t", task_important=False)
-    (row,) = OutboxRow.objects.exclude(pk__in=before)
-    return row
-
-
 def wait_final(harness: Harness, rows: list[OutboxRow]) -> dict[int, OutboxRow]:
     ids = [row.pk for row in rows]
 
@@ -264,16 +244,7 @@ def test_metrics_show_the_sdk_and_the_firings(harness: Harness) -> None:
     assert value(before, "trigger_relay_worker_firings_total", outcome="done", reason="") == 0
 
     user = User.objects.create(username="metrics", email="metrics@example.com")
-    done_trigger = Trigger.objects.create(name="metrics done", is_enabled=True)
-    RecordAction.objects.create(trigger=done_trigger, label="ok")
-    skipped_trigger = Trigger.objects.create(name="metrics skipped", is_enabled=True)
-    FlagCondition.objects.create(trigger=skipped_trigger, flag="metrics-never-on")
-    RecordAction.objects.create(trigger=skipped_trigger, label="never")
-    failing_trigger = Trigger.objects.create(name="metrics failing", is_enabled=True)
-    Flag.set("metrics-mail-down", True)
-    RecordAction.objects.create(
-        trigger=failing_trigger, label="bad", fail_while="metrics-mail-down"
-    )
+    done_trigger, skipped_trigger, failing_trigger = outcome_triggers("metrics")
 
     rows = [fire(done_trigger, user), fire(skipped_trigger, user), fire(failing_trigger, user)]
     final = wait_final(harness, rows)

@@ -131,6 +131,7 @@ def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 SIGTERMS = 5
 
 
+@pytest.mark.e2e
 def test_sigterm_stops_the_worker_cleanly(temporal_address: str, tmp_path: Path) -> None:
     """guarantees §5.4: SIGTERM ends the worker within its graceful period, exit status 0, and
     nothing after "stopped"."""
@@ -182,6 +183,7 @@ print("tokio threads left:", sum(name.startswith("tokio") for name in names), fl
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
 def test_no_sdk_thread_outlives_the_worker(temporal_address: str) -> None:
     """The cause of those unclean exits (guarantees §5.4), deterministically: when run() returns,
@@ -279,6 +281,7 @@ def _settings_module(tmp_path: Path, name: str, **values: str) -> dict[str, str]
     return {"DJANGO_SETTINGS_MODULE": name, "PYTHONPATH": f"{tmp_path}:{WORKER_ENV['PYTHONPATH']}"}
 
 
+@pytest.mark.e2e
 def test_worker_waits_for_temporal_to_come_up(tmp_path: Path) -> None:
     """Started before Temporal: one line per failed attempt naming the address and its
     variable, no traceback, and it serves once Temporal is up; then SIGTERM stops it."""
@@ -305,6 +308,7 @@ def test_worker_waits_for_temporal_to_come_up(tmp_path: Path) -> None:
             _sigterm_and_check_a_clean_stop(worker, log)
 
 
+@pytest.mark.e2e
 def test_worker_waits_for_its_namespace_and_stops_on_sigterm(
     temporal_address: str, tmp_path: Path
 ) -> None:
@@ -323,6 +327,7 @@ def test_worker_waits_for_its_namespace_and_stops_on_sigterm(
     assert "serving" not in log.read_text(errors="replace")
 
 
+@pytest.mark.e2e
 def test_worker_comes_up_once_its_namespace_is_created(
     temporal_address: str, tmp_path: Path
 ) -> None:

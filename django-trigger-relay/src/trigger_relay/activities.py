@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from functools import cache
 from typing import Any
+from typing import cast
 
 from django.db import InterfaceError
 from django.db import OperationalError
@@ -50,6 +51,7 @@ from trigger_relay.perform import where_raised
 from trigger_relay.site import ForeignSite
 from trigger_relay.site import SiteUnknown
 from trigger_relay.site import check_site
+from trigger_relay.workflow_input import WorkflowInput
 
 PERFORM_FIRING = "trigger_relay.perform_firing"
 
@@ -69,9 +71,18 @@ HEARTBEATS_PER_TIMEOUT = 4
 
 
 @activity.defn(name=PERFORM_FIRING)
-def perform_firing(firing: dict[str, Any]) -> dict[str, Any]:
+def perform_firing(received: dict[str, Any]) -> dict[str, Any]:
     """Sync activity on the worker's thread pool, with Django's connection hygiene
-    (guarantees §5.3)."""
+    (guarantees §5.3).
+
+    ``received`` is declared a plain ``dict`` for Temporal's data converter, which would
+    otherwise convert and refuse its fields by the types of :class:`WorkflowInput` before
+    the activity runs. It is what the relay sends, a :class:`WorkflowInput`, unless someone
+    else wrote it: such an input meets the checks here (the site, then the row, in
+    :func:`trigger_relay.perform.perform`), which perform nothing for an input that is not
+    the row's.
+    """
+    firing = cast(WorkflowInput, received)
     _keep_connections(_conn_max_age())
     # Drops a connection past its age or left unusable; and arms the health check that the
     # next statement runs on a connection kept from an earlier activity.

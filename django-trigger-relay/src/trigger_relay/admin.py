@@ -18,24 +18,14 @@ from django.utils.html import format_html
 from trigger_relay import conf
 from trigger_relay import route_admin
 from trigger_relay.models import OutboxRow
+from trigger_relay.states import ROW_SKIP_REASONS
+from trigger_relay.states import State
 
 # Skip reasons a row can hold (docs/contract.md, "Skip reasons"): those of the Python
-# activity (trigger_relay.perform) and the daemon's "unspecified" for a skip that came
-# without one. A fixed list, because listing the reasons present would read the table.
-SKIP_REASONS = (
-    "cancelled",
-    "condition_false",
-    "event_deleted",
-    "firing_mismatch",
-    "input_mismatch",
-    "no_actions",
-    "not_handled",
-    "superseded",
-    "trigger_deleted",
-    "trigger_disabled",
-    "user_filtered_out",
-    "unspecified",
-)
+# activity (trigger_relay.perform) but workflow_mismatch, which is never written on a row,
+# and the daemon's "unspecified" for a skip that came without one. A fixed list, because
+# listing the reasons present would read the table.
+SKIP_REASONS = ROW_SKIP_REASONS
 # Any other reason (one a newer release introduced), under one choice of its own.
 OTHER_SKIP_REASON = "_other"
 
@@ -61,7 +51,7 @@ class SkipReasonFilter(admin.SimpleListFilter):
             return None
         # A skip reason implies state 'skipped' (a CHECK constraint of sql/schema/), which
         # lets PostgreSQL use the (state, created_at) index instead of reading every row.
-        skipped = queryset.filter(state=OutboxRow.State.SKIPPED)
+        skipped = queryset.filter(state=State.SKIPPED)
         if value == OTHER_SKIP_REASON:
             return skipped.exclude(Q(skip_reason__in=SKIP_REASONS) | Q(skip_reason=None))
         return skipped.filter(skip_reason=value)
@@ -93,11 +83,11 @@ class OutboxRowAdmin(admin.ModelAdmin):
     # would be a new schema version for the daemon too.
     show_full_result_count = False
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         fields = [self._shown_as(request, field.name) for field in OutboxRow._meta.fields]
-        return [*fields, "in_temporal"]
+        return (*fields, "in_temporal")
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return self.get_fields(request, obj)
 
     def lookup_allowed(self, lookup: str, value: Any, request: HttpRequest | None = None) -> bool:
@@ -107,7 +97,8 @@ class OutboxRowAdmin(admin.ModelAdmin):
         if field in PAYLOAD_FIELDS and not (request and can_view_payload(request)):
             return False
         if request is None:
-            return super().lookup_allowed(lookup, value)
+            # Django 4.2's signature (no request); django-stubs describe 5.2's only.
+            return super().lookup_allowed(lookup, value)  # type: ignore[call-arg]
         return super().lookup_allowed(lookup, value, request)
 
     def _shown_as(self, request: HttpRequest, name: str) -> str:

@@ -2,11 +2,12 @@
 
 Three parts:
 
-- :class:`CeleryTaskClaim`: one row per ``handle_event`` task id, saying who performs that
-  firing: ``temporal`` (adopted: an outbox row was written for it) or ``celery`` (a Celery
-  worker started it). The primary key makes the two claims mutually exclusive: whoever
-  inserts first wins, the other sees its row (PostgreSQL makes a concurrent insert of the
-  same key wait for the first transaction, then conflict).
+- :class:`CeleryTaskClaim` (defined in :mod:`trigger_relay.claims`): one row per
+  ``handle_event`` task id, saying who performs that firing: ``temporal`` (adopted: an
+  outbox row was written for it) or ``celery`` (a Celery worker started it). The primary
+  key makes the two claims mutually exclusive: whoever inserts first wins, the other sees
+  its row (PostgreSQL makes a concurrent insert of the same key wait for the first
+  transaction, then conflict).
 - :func:`install_celery_guard`: wraps the ``run`` of dj-triggers' ``handle_event`` task in
   Celery workers. Before dj-triggers' body, the wrapper claims the task id for Celery (one
   committed insert); if the task was adopted, it logs one line and returns without
@@ -35,12 +36,13 @@ from typing import Any
 from django.db import IntegrityError
 from django.db import ProgrammingError
 from django.db import connections
-from django.db import models
 from django.db import router
 from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
+
+from trigger_relay.claims import CeleryTaskClaim
+from trigger_relay.models import OutboxRow
 
 logger = logging.getLogger("trigger_relay")
 
@@ -48,28 +50,6 @@ logger = logging.getLogger("trigger_relay")
 HANDLE_EVENT = "triggers.tasks.handle_event"
 #: Set on the wrapper, so that installing twice wraps once.
 _GUARD_MARK = "__trigger_relay_celery_guard__"
-
-
-class CeleryTaskClaim(models.Model):
-    """Who performs the firing of one ``handle_event`` task: Temporal or Celery."""
-
-    class Owner(models.TextChoices):
-        TEMPORAL = "temporal", _("Temporal (adopted)")
-        CELERY = "celery", _("Celery (started by a worker)")
-
-    task_id = models.CharField(_("Celery task id"), max_length=255, primary_key=True)
-    owner = models.CharField(_("owner"), max_length=16, choices=Owner.choices)
-    #: The outbox row written for an adopted task (``temporal``); NULL for ``celery``.
-    outbox_id = models.BigIntegerField(_("outbox row id"), null=True, blank=True)
-    claimed_at = models.DateTimeField(_("claimed at"), auto_now_add=True)
-
-    class Meta:
-        db_table = "trigger_relay_celery_claim"
-        verbose_name = _("Celery task claim")
-        verbose_name_plural = _("Celery task claims")
-
-    def __str__(self) -> str:
-        return f"Celery task {self.task_id} → {self.owner}"
 
 
 # -- the guard, in Celery workers ---------------------------------------------------------
@@ -300,8 +280,6 @@ def adopt(task: WaitingTask, trigger_id: int) -> tuple[str, int | None]:
     :data:`STARTED_IN_CELERY`, the adopted row's id or None) when the task id is claimed
     already: the claim is inserted first, so the transaction writes both rows or neither.
     """
-    from trigger_relay.models import OutboxRow
-
     using = router.db_for_write(OutboxRow)
     try:
         with transaction.atomic(using=using):

@@ -304,7 +304,9 @@ def celery_path_receiver_problems() -> list[checks.CheckMessage]:
                 )
             )
             continue
-        references = takeover.celery_path_references(receiver)
+        references = takeover.celery_path_references(
+            receiver, relay_receiver=receivers.on_event_fired
+        )
         if references:
             messages.append(
                 checks.Error(

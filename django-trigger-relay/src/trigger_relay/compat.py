@@ -8,10 +8,15 @@ the models and the migrations' state say the same thing on every version.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from typing import Any
 
 import django
 from django.db.models import Expression
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
 
 # Django 5.0: Field(db_default=...), inserted as DEFAULT and read back by RETURNING.
 HAS_DB_DEFAULT = django.VERSION >= (5, 0)
@@ -25,8 +30,10 @@ class DatabaseDefault(Expression):
     the same keyword on PostgreSQL). Used as a field's ``default`` (the class itself, so a
     model instance gets an instance of it until it is saved)."""
 
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
-        return "DEFAULT", []
+    def as_sql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper
+    ) -> tuple[str, tuple[()]]:
+        return "DEFAULT", ()
 
 
 def database_default(value: Any) -> dict[str, Any]:

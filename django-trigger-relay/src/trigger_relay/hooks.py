@@ -120,7 +120,7 @@ def _trigger_on_event(
 
 
 def _cap_filter_user_queryset(
-    cap: type,
+    cap: type[Any],
     firing: Firing,
     original: Callable[..., Any],
     condition: Any,

@@ -37,6 +37,9 @@ from temporalio.common import MetricCounter
 from temporalio.common import MetricHistogramFloat
 from temporalio.common import MetricMeter
 
+from trigger_relay.states import Outcome
+from trigger_relay.states import State
+
 FIRINGS: Final = "trigger_relay_worker_firings_total"
 ACTION_ERRORS: Final = "trigger_relay_worker_action_errors_total"
 LEDGER_SKIPS: Final = "trigger_relay_worker_ledger_skips_total"
@@ -62,8 +65,10 @@ LOCK_WAIT_BUCKETS: Final[tuple[float, ...]] = (
     30.0,
 )
 
-#: Outcomes of ``trigger_relay_worker_firings_total`` besides the firing's own (done, skipped).
-FAILED: Final = "failed"
+#: Outcomes of ``trigger_relay_worker_firings_total`` besides the firing's own
+#: (:class:`trigger_relay.states.Outcome`): the firing fails (its row becomes ``failed``), or
+#: the attempt is retried.
+FAILED: Final = State.FAILED.value
 RETRY: Final = "retryable"
 #: Reasons of a failed or retried attempt.
 SITE_ERROR: Final = "site_error"
@@ -102,7 +107,7 @@ def install(meter: MetricMeter, *, namespace: str, task_queue: str) -> None:
             LOCK_WAIT, "Seconds taken to lock the user's Activity of the trigger."
         ),
     )
-    instruments.firings.add(0, {"outcome": "done", "reason": ""})
+    instruments.firings.add(0, {"outcome": Outcome.DONE.value, "reason": ""})
     instruments.firings.add(0, {"outcome": FAILED, "reason": SITE_ERROR})
     instruments.ledger_skips.add(0)
     with _lock:
@@ -120,7 +125,8 @@ def uninstall() -> None:
 def firing(outcome: str, reason: str | None) -> None:
     instruments = _instruments
     if instruments is not None:
-        instruments.firings.add(1, {"outcome": outcome, "reason": reason or ""})
+        # Plain text for the SDK's metric attributes (an outcome may be a str enum member).
+        instruments.firings.add(1, {"outcome": str(outcome), "reason": str(reason or "")})
 
 
 def action_error(action: object) -> None:

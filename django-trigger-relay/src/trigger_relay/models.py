@@ -8,6 +8,7 @@ from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
 from trigger_relay.compat import database_default
+from trigger_relay.states import State
 
 
 class OutboxRow(models.Model):
@@ -18,13 +19,8 @@ class OutboxRow(models.Model):
     SQL defaults so that the ORM leaves those columns to the database on insert.
     """
 
-    class State(models.TextChoices):
-        PENDING = "pending", _("pending")
-        DISPATCHED = "dispatched", _("dispatched")
-        DONE = "done", _("done")
-        SKIPPED = "skipped", _("skipped")
-        FAILED = "failed", _("failed")
-        CANCELLED = "cancelled", _("cancelled")
+    #: The row's states (:class:`trigger_relay.states.State`), as ``OutboxRow.State`` too.
+    State = State
 
     id = models.BigAutoField(primary_key=True)
     created_at = models.DateTimeField(_("created at"), **database_default(Now()))
@@ -68,10 +64,14 @@ class OutboxRow(models.Model):
         return f"outbox row {self.pk} ({self.state})"
 
 
-# The ledger and the routes live in their own modules (one job per module); importing them
-# here registers them.
+# The ledger, the routes and the Celery task claims live in their own modules (one job per
+# module), none of which imports this one; importing them here registers them.
 from trigger_relay.ledger import LedgerEntry  # noqa: E402
 from trigger_relay.routes import TriggerRoute  # noqa: E402
 
-__all__ = ["LedgerEntry", "OutboxRow", "TriggerRoute"]
-from trigger_relay.adoption import CeleryTaskClaim  # noqa: E402, F401
+# isort: split
+# Registered last, as when it was defined in trigger_relay.adoption: the app's models keep
+# their order (that of their content types and permissions).
+from trigger_relay.claims import CeleryTaskClaim  # noqa: E402
+
+__all__ = ["CeleryTaskClaim", "LedgerEntry", "OutboxRow", "TriggerRoute"]

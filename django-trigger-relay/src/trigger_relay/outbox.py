@@ -142,7 +142,9 @@ def record_firing(event: Event, user_pk: object, context: Mapping[str, Any]) -> 
                 event.trigger_id,
                 str(user_pk),
                 OutboxRow._meta.get_field("context").get_db_prep_save(context, connection),
-                delay,
+                # django-stubs' parameter types leave out timedelta, which the PostgreSQL
+                # drivers send as an interval (as Django's DurationField does).
+                delay,  # type: ignore[list-item]
             ],
         )
         returned = cursor.fetchone()
@@ -172,7 +174,12 @@ def _insert_sql(using: str) -> str:
     per database: the model and the quoting do not change."""
     quote = connections[using].ops.quote_name
     meta = OutboxRow._meta
-    returned = [field.column for field in meta.concrete_fields if field.attname != "context"]
+    returned = [
+        field.column
+        for field in meta.concrete_fields
+        # A concrete field has its column; only the others have None.
+        if field.column is not None and field.attname != "context"
+    ]
     return (
         f"INSERT INTO {quote(meta.db_table)}"
         " (event_id, trigger_id, user_pk, context, created_at, due_at)"

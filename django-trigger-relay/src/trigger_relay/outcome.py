@@ -20,19 +20,17 @@ the outcome once (``sql/queries/outcome_held.sql``).
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-from typing import Any
 
+from django.db import connections
 from django.db import router
 
 from trigger_relay import queries
 from trigger_relay.models import OutboxRow
-
-if TYPE_CHECKING:
-    from trigger_relay.perform import Caller
-    from trigger_relay.perform import FiringResult
+from trigger_relay.perform import Caller
+from trigger_relay.perform import FiringResult
+from trigger_relay.perform import perform
+from trigger_relay.workflow_input import WorkflowInput
 
 
 @dataclass(frozen=True)
@@ -49,8 +47,6 @@ class OutcomeRecorder:
     def __call__(self, state: str, skip_reason: str | None) -> bool:
         """Runs the statement on the outbox's database, in the caller's transaction if there
         is one. True if the row took the outcome."""
-        from django.db import connections
-
         with connections[router.db_for_write(OutboxRow)].cursor() as cursor:
             cursor.execute(
                 queries.statement("record_outcome"),
@@ -73,8 +69,6 @@ class OutcomeRecorder:
         """Whether the row already holds ``state`` (``skip_reason``) for this generation and
         firing: recorded by an earlier attempt whose result was lost
         (``sql/queries/outcome_held.sql``)."""
-        from django.db import connections
-
         with connections[router.db_for_write(OutboxRow)].cursor() as cursor:
             cursor.execute(
                 queries.statement("outcome_held"),
@@ -92,7 +86,7 @@ class OutcomeRecorder:
             return cursor.fetchone() is not None
 
 
-def recorder_for(firing: dict[str, Any], workflow_id: str, run_id: str) -> OutcomeRecorder | None:
+def recorder_for(firing: WorkflowInput, workflow_id: str, run_id: str) -> OutcomeRecorder | None:
     """The recorder the workflow asked for in ``firing``, or None (a workflow from before
     the field, or the activity run outside Temporal)."""
     if not firing.get("record_outcome"):
@@ -107,32 +101,17 @@ def recorder_for(firing: dict[str, Any], workflow_id: str, run_id: str) -> Outco
     )
 
 
-#: The recorder of the firing this thread performs, for :func:`record_in_transaction`.
-_RECORDER: ContextVar[OutcomeRecorder | None] = ContextVar("trigger_relay_recorder", default=None)
-
-
-def record_in_transaction(state: str, skip_reason: str | None) -> bool:
-    """Called by :mod:`trigger_relay.perform` inside the transaction that performed the
-    actions: records ``state`` there if the workflow asked for it. False otherwise."""
-    recorder = _RECORDER.get()
-    return recorder is not None and recorder(state, skip_reason)
-
-
 def perform_and_record(
-    firing: dict[str, Any], recorder: OutcomeRecorder | None, caller: Caller | None = None
+    firing: WorkflowInput, recorder: OutcomeRecorder | None, caller: Caller | None = None
 ) -> FiringResult:
     """:func:`trigger_relay.perform.perform` on behalf of ``caller``, with the outcome on the
     row when it returns: ``done`` from inside the actions' transaction, any other outcome (a
     skip, a replay of a finished row) right after, on its own. Nothing is recorded when
     ``perform`` raises: the attempt rolled back, and the workflow retries it or records the
     failure."""
-    from trigger_relay.perform import perform
-
-    token = _RECORDER.set(recorder)
-    try:
-        result = perform(firing, caller)
-    finally:
-        _RECORDER.reset(token)
+    # The recorder goes to perform() as a parameter: it writes ``done`` through it inside
+    # the actions' transaction, if the workflow asked for the outcome (``recorder``).
+    result = perform(firing, caller, record_done=recorder)
     if recorder is not None and not result.recorded:
         result.recorded = recorder(result.outcome, result.reason) or recorder.holds(
             result.outcome, result.reason

@@ -33,8 +33,10 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Mapping
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -56,24 +58,25 @@ from django.utils import timezone
 from trigger_relay import conf
 from trigger_relay import hooks
 from trigger_relay import metrics
-from trigger_relay import outcome
 from trigger_relay.ledger import LedgerEntry
 from trigger_relay.ledger import idempotency_key
 from trigger_relay.models import OutboxRow
+from trigger_relay.states import Outcome
+from trigger_relay.states import SkipReason
+from trigger_relay.states import State
+from trigger_relay.workflow_input import WorkflowInput
 
 #: Context key under which each action finds its idempotency key (guarantees §3.4). Namespaced:
 #: a site's own ``idempotency_key`` in the firing's context is left as it is.
 IDEMPOTENCY_KEY = "trigger_relay_idempotency_key"
 
-#: Skip reason when the site's ``Event.handle`` or ``Trigger.on_event`` override returned
-#: without reaching dj-triggers' own (and so without performing anything).
-NOT_HANDLED = "not_handled"
+#: The skip reasons of :mod:`trigger_relay.states` that tests and sites import from here.
+NOT_HANDLED = SkipReason.NOT_HANDLED
+WORKFLOW_MISMATCH = SkipReason.WORKFLOW_MISMATCH
 
-#: Skip reason when the calling workflow is not the row's own: another workflow in the
-#: namespace, started by hand with a copied input or under the row's workflow id after its
-#: run was terminated. Nothing is performed, and nothing is written on the row (the outcome
-#: writes are guarded by the workflow id and run id too, sql/queries/record_outcome.sql).
-WORKFLOW_MISMATCH = "workflow_mismatch"
+#: Records an outcome (state, skip reason) on the firing's row in the caller's transaction;
+#: True if the row took it (:class:`trigger_relay.outcome.OutcomeRecorder`).
+RecordOutcome = Callable[[str, str | None], bool]
 
 #: How early, by the database's clock, a firing may be performed: the workflow's timer runs
 #: on the Temporal server's clock, the due time is the database's. A call earlier than this
@@ -118,9 +121,10 @@ class RowFinished(Exception):
 
 @dataclass
 class FiringResult:
-    """Mirrors ``FiringResult`` in the daemon's src/workflow.rs."""
+    """Mirrors ``FiringResult`` in the daemon's src/outbox.rs (used by src/workflow.rs)."""
 
-    outcome: str  # "done" or "skipped"
+    outcome: Outcome
+    #: A :class:`SkipReason`, or what a skipped row holds (a newer release's reason).
     reason: str | None = None
     performed: list[int] = field(default_factory=list)
     already_performed: list[int] = field(default_factory=list)
@@ -129,7 +133,9 @@ class FiringResult:
 
     @classmethod
     def skipped(cls, reason: str, already_performed: list[int] | None = None) -> FiringResult:
-        return cls(outcome="skipped", reason=reason, already_performed=already_performed or [])
+        return cls(
+            outcome=Outcome.SKIPPED, reason=reason, already_performed=already_performed or []
+        )
 
 
 class _FinishUnderLock(Exception):
@@ -209,7 +215,7 @@ def _firing_uuid(value: object) -> str | None:
     return str(uuid.UUID(str(value)))
 
 
-def _input_matches(firing: dict[str, Any], row: dict[str, Any]) -> bool:
+def _input_matches(firing: WorkflowInput, row: Mapping[str, Any]) -> bool:
     """The workflow input names the row's own event, trigger and user.
 
     The daemon copies them from the row, so they differ only in an input that someone
@@ -227,10 +233,19 @@ def _input_matches(firing: dict[str, Any], row: dict[str, Any]) -> bool:
         return False
 
 
-def perform(firing: dict[str, Any], caller: Caller | None = None) -> FiringResult:
+def perform(
+    firing: WorkflowInput,
+    caller: Caller | None = None,
+    *,
+    record_done: RecordOutcome | None = None,
+) -> FiringResult:
     """Perform the firing that the workflow input ``firing`` names, as the module's docstring
     says, on behalf of ``caller`` (the activity always names it; None only where no workflow
-    is involved, e.g. a test of dj-triggers' semantics)."""
+    is involved, e.g. a test of dj-triggers' semantics).
+
+    ``record_done``, if given, is called with ``done`` inside the transaction that performed
+    the actions, and the result is ``recorded`` if it returns True
+    (:func:`trigger_relay.outcome.perform_and_record`)."""
     from triggers.models import Activity
     from triggers.models import Event
     from triggers.models import Trigger
@@ -272,24 +287,24 @@ def perform(firing: dict[str, Any], caller: Caller | None = None) -> FiringResul
         )
         .first()
     )
-    if row is None or row["state"] == OutboxRow.State.CANCELLED:
-        return FiringResult.skipped("cancelled")
+    if row is None or row["state"] == State.CANCELLED:
+        return FiringResult.skipped(SkipReason.CANCELLED)
     if row["generation"] != generation:
         # A replay superseded this workflow: the newer generation's workflow does the work.
         # Checked before the firing: a replay also gives a row from before schema 3 its
         # uuid, and the old workflow (input without one) was superseded, not misdirected.
-        return FiringResult.skipped("superseded")
+        return FiringResult.skipped(SkipReason.SUPERSEDED)
     if _firing_uuid(row["firing_uuid"]) != _firing_uuid(firing.get("firing_uuid")):
         # Row ids come back after a restored database or `TRUNCATE ... RESTART IDENTITY`:
         # this workflow was started for another firing that had this id, and the row now
         # belongs to a firing of its own (which has its own workflow). Nothing of it is ours.
-        return FiringResult.skipped("firing_mismatch")
+        return FiringResult.skipped(SkipReason.FIRING_MISMATCH)
     if caller is not None and not _is_rows_workflow(row, caller):
-        return FiringResult.skipped(WORKFLOW_MISMATCH)
+        return FiringResult.skipped(SkipReason.WORKFLOW_MISMATCH)
     if not _input_matches(firing, row):
         # guarantees §3.7: the row is the firing; an input that names another event, trigger or
         # user was not written by the relay from this row. Perform nothing for anyone.
-        return FiringResult.skipped("input_mismatch")
+        return FiringResult.skipped(SkipReason.INPUT_MISMATCH)
     if caller is not None:
         finished = _finished(outbox_id, row)
         if finished is not None:
@@ -306,7 +321,7 @@ def perform(firing: dict[str, Any], caller: Caller | None = None) -> FiringResul
     # The polymorphic managers: the site's Event and Trigger subclasses, with their overrides.
     event = _event_of(Event, row["event_type"], row["event_id"])
     if event is None:
-        return FiringResult.skipped("event_deleted")
+        return FiringResult.skipped(SkipReason.EVENT_DELETED)
     # The conditions and actions with the trigger, once for the firing: dj-triggers'
     # filter_user_queryset (which also asks whether the trigger has an action), the
     # conditions' pass before the lock and both again under it would each read them again
@@ -318,19 +333,19 @@ def perform(firing: dict[str, Any], caller: Caller | None = None) -> FiringResul
         .first()
     )
     if trigger is None:
-        return FiringResult.skipped("trigger_deleted")
+        return FiringResult.skipped(SkipReason.TRIGGER_DELETED)
     actions = actions_of(trigger)
     if not actions:
-        return FiringResult.skipped("no_actions")
+        return FiringResult.skipped(SkipReason.NO_ACTIONS)
     # The ledger before anything that may have changed since an earlier attempt committed
     # (the trigger disabled, a cap now reached by that very attempt): what is done is done.
     already = _performed(row["ledger"], actions)
     if len(already) == len(actions):
         # A replay of a finished row (or a retry after a crash that came after the commit):
         # everything is done already, whatever the trigger and conditions say now.
-        return FiringResult(outcome="done", already_performed=already)
+        return FiringResult(outcome=Outcome.DONE, already_performed=already)
     if not trigger.is_enabled:
-        return FiringResult.skipped("trigger_disabled", already)
+        return FiringResult.skipped(SkipReason.TRIGGER_DISABLED, already)
 
     # The row's trigger is the firing's, whatever the event points to now; upstream's
     # handle (and a site's override of it) reads it as ``self.trigger``.
@@ -343,19 +358,20 @@ def perform(firing: dict[str, Any], caller: Caller | None = None) -> FiringResul
         actions=actions,
         already=already,
         user_pk=row["user_pk"],
+        record_done=record_done,
     )
     try:
         with hooks.performing(performing), _site_code(_override(event, "handle", Event, "event")):
             event.handle(row["user_pk"], **context)
     except Activity.Cancel:
         # dj-triggers semantics: Cancel stops the firing, whatever site code raised it.
-        return performing.result or FiringResult.skipped("cancelled", already)
+        return performing.result or FiringResult.skipped(SkipReason.CANCELLED, already)
     if performing.result is not None:
         return performing.result
-    return FiringResult.skipped(performing.reason or NOT_HANDLED, already)
+    return FiringResult.skipped(performing.reason or SkipReason.NOT_HANDLED, already)
 
 
-def _is_rows_workflow(row: dict[str, Any], caller: Caller) -> bool:
+def _is_rows_workflow(row: Mapping[str, Any], caller: Caller) -> bool:
     """Whether ``caller`` is the row's own workflow run: the workflow id the relay's claim
     wrote on the row before starting it, and the run id once the relay recorded it (a
     workflow started under the row's id after its run was terminated has another).
@@ -368,17 +384,17 @@ def _is_rows_workflow(row: dict[str, Any], caller: Caller) -> bool:
     return row["workflow_id"] == caller.workflow_id and row["run_id"] in (None, caller.run_id)
 
 
-def _finished(outbox_id: int, row: dict[str, Any]) -> FiringResult | None:
+def _finished(outbox_id: int, row: Mapping[str, Any]) -> FiringResult | None:
     """For a row that is no longer pending or dispatched: what it holds, performing
     nothing. ``done`` and ``skipped`` were recorded by an earlier attempt of this workflow
     whose result was lost (the worker killed after the commit); a ``failed`` row is
     performed again only through a replay (a new generation, a new workflow)."""
     state = row["state"]
-    if state == OutboxRow.State.DONE:
-        return FiringResult(outcome="done", already_performed=sorted(row["ledger"] or ()))
-    if state == OutboxRow.State.SKIPPED:
-        return FiringResult.skipped(row["skip_reason"] or "unspecified")
-    if state == OutboxRow.State.FAILED:
+    if state == State.DONE:
+        return FiringResult(outcome=Outcome.DONE, already_performed=sorted(row["ledger"] or ()))
+    if state == State.SKIPPED:
+        return FiringResult.skipped(row["skip_reason"] or SkipReason.UNSPECIFIED)
+    if state == State.FAILED:
         raise RowFinished(
             f"outbox row {outbox_id} is failed: a workflow does not perform it again; "
             f"replay it (trigger-relay replay --id {outbox_id})"
@@ -443,7 +459,9 @@ class _Performing:
     #: Set once the actions ran (or the firing finished under the lock).
     result: FiringResult | None = None
     #: Why dj-triggers' own steps stopped before the lock.
-    reason: str | None = None
+    reason: SkipReason | None = None
+    #: Records ``done`` in the actions' transaction (:func:`perform`'s ``record_done``).
+    record_done: RecordOutcome | None = None
 
     def owns_event(self, event: Any) -> bool:
         return bool(event.pk == self.event_id)
@@ -480,7 +498,7 @@ class _Performing:
         trigger = event.trigger
         user = self._filtered_user(trigger, user_pk)
         if user is None:
-            self.reason = "user_filtered_out"
+            self.reason = SkipReason.USER_FILTERED_OUT
             return
         with _site_code(f"get_user_context of {_named('event', event)}"):
             user_context = event.get_user_context(user, context)
@@ -494,10 +512,10 @@ class _Performing:
         """dj-triggers' ``Trigger.on_event``: the conditions, then the actions under
         ``Activity.lock``, with the ledger and the checks again under the lock."""
         if not user:
-            self.reason = "user_filtered_out"
+            self.reason = SkipReason.USER_FILTERED_OUT
             return
         if not self._conditions_satisfied(trigger, user):
-            self.reason = "condition_false"
+            self.reason = SkipReason.CONDITION_FALSE
             return
         self.result = self._perform_under_lock(trigger, user, context)
 
@@ -536,7 +554,7 @@ class _Performing:
     ) -> FiringResult:
         from triggers.models import Activity
 
-        result = FiringResult(outcome="done")
+        result = FiringResult(outcome=Outcome.DONE)
         # Where an exception that no mark inside claims was raised: entering the lock, inside
         # (the relay's own steps: None), or its commit, which runs what the actions
         # registered with transaction.on_commit.
@@ -566,7 +584,9 @@ class _Performing:
                     locked.last_action_datetime = timezone.now()
                     locked.save()
                     # The row says done in the transaction that performed the actions.
-                    result.recorded = outcome.record_in_transaction("done", None)
+                    result.recorded = self.record_done is not None and self.record_done(
+                        State.DONE, None
+                    )
         except _FinishUnderLock as finish:
             return finish.result
         except Exception as exc:
@@ -587,13 +607,13 @@ class _Performing:
         # re-checked now, would see its count.
         already = _already_performed(self.outbox_id, self.actions)
         if len(already) == len(self.actions):
-            raise _FinishUnderLock(FiringResult(outcome="done", already_performed=already))
+            raise _FinishUnderLock(FiringResult(outcome=Outcome.DONE, already_performed=already))
         result.already_performed = already
         try:
             if self._filter_may_change(trigger) and self._filtered_user(trigger, user.pk) is None:
-                raise _FinishUnderLock(FiringResult.skipped("user_filtered_out", already))
+                raise _FinishUnderLock(FiringResult.skipped(SkipReason.USER_FILTERED_OUT, already))
             if not self._conditions_satisfied(trigger, user):
-                raise _FinishUnderLock(FiringResult.skipped("condition_false", already))
+                raise _FinishUnderLock(FiringResult.skipped(SkipReason.CONDITION_FALSE, already))
             for action in self.actions:
                 if action.pk in already:
                     continue
@@ -621,8 +641,8 @@ class _Performing:
             # stop the rest, leave the count unchanged; the lock commits what earlier
             # actions wrote, with their ledger entries.
             self.result = FiringResult(
-                outcome="skipped",
-                reason="cancelled",
+                outcome=Outcome.SKIPPED,
+                reason=SkipReason.CANCELLED,
                 performed=result.performed,
                 already_performed=result.already_performed,
             )
@@ -630,7 +650,7 @@ class _Performing:
         if not result.performed:
             # Nothing left to perform (cannot happen after the checks above, kept as a
             # guard): the count must not move.
-            self.result = FiringResult.skipped("cancelled", already)
+            self.result = FiringResult.skipped(SkipReason.CANCELLED, already)
             raise Activity.Cancel()
         return result
 

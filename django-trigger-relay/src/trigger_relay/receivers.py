@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from django.dispatch import Signal
-from django.dispatch.dispatcher import _make_id
 
 from trigger_relay import takeover
 from trigger_relay.outbox import record_if_routed_to_temporal
@@ -127,5 +126,5 @@ def _log_disconnected(registration: takeover.Registration, description: str) -> 
 
 def is_connected(signal: Signal, receiver: Callable[..., Any]) -> bool:
     """Whether ``receiver`` is connected to ``signal`` for any sender without a dispatch_uid."""
-    receiver_id = _make_id(receiver)
+    receiver_id = takeover.receiver_id(receiver)
     return any(entry[0][0] == receiver_id for entry in signal.receivers)

@@ -30,7 +30,7 @@ from trigger_relay.routes import set_routes
 CHANGE_ROUTE_PERMISSION = "trigger_relay.change_triggerroute"
 
 
-class TriggerRouteInline(admin.StackedInline):  # type: ignore[type-arg]
+class TriggerRouteInline(admin.StackedInline):
     """The stored route, editable on the trigger's change form."""
 
     model = TriggerRoute

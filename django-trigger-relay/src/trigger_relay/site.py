@@ -19,6 +19,7 @@ from django.db import router
 from trigger_relay import conf
 from trigger_relay import queries
 from trigger_relay.models import OutboxRow
+from trigger_relay.workflow_input import WorkflowInput
 
 
 class ForeignSite(Exception):
@@ -55,7 +56,7 @@ def _database_site(alias: str, name: str) -> str:
     return str(rows[0][0])
 
 
-def check_site(firing: dict[str, object]) -> None:
+def check_site(firing: WorkflowInput) -> None:
     """Raise :class:`ForeignSite` for a workflow input of another site. An input without
     ``site`` (a row dispatched before schema version 7) is this site's."""
     theirs = firing.get("site")

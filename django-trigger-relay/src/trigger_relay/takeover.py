@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 from typing import TypeGuard
 from typing import TypeVar
+from typing import cast
 
 from django.dispatch import Signal
 from django.dispatch.dispatcher import NONE_ID
-from django.dispatch.dispatcher import _make_id
 
 TASKS_MODULE = "triggers.tasks"
 RECEIVER_QUALNAME = "on_event_fired"
@@ -51,6 +51,15 @@ MAX_DEPTH = 2
 _T = TypeVar("_T")
 
 
+def receiver_id(receiver: Any) -> object:
+    """The id by which Django keys a receiver connected without a ``dispatch_uid``: that of
+    a bound method's instance and function, else of the receiver. Django's private
+    ``django.dispatch.dispatcher._make_id``, the same from 4.2 to 5.2."""
+    if hasattr(receiver, "__func__"):
+        return (id(receiver.__self__), id(receiver.__func__))
+    return id(receiver)
+
+
 @dataclass(frozen=True)
 class Registration:
     """One entry of ``Signal.receivers``."""
@@ -62,7 +71,7 @@ class Registration:
 
     @property
     def dispatch_uid(self) -> object | None:
-        if self.receiver is not None and self.lookup_key[0] == _make_id(self.receiver):
+        if self.receiver is not None and self.lookup_key[0] == receiver_id(self.receiver):
             return None
         return self.lookup_key[0]
 
@@ -154,7 +163,7 @@ def is_dj_triggers_receiver(receiver: object) -> bool:
     return False
 
 
-def celery_path_references(receiver: object) -> list[str]:
+def celery_path_references(receiver: object, *, relay_receiver: object) -> list[str]:
     """What in ``receiver``'s code reaches dj-triggers' Celery path, sorted; empty if none.
 
     Reads its code objects (and those nested in them): global names resolved against its
@@ -162,9 +171,11 @@ def celery_path_references(receiver: object) -> list[str]:
     cells and default arguments; the targets of ``functools.partial``, bound methods and
     callable objects (and their instance attributes); and, up to :data:`MAX_DEPTH` calls
     deep, the functions it refers to. A reference counts even on a branch that may never
-    run: the check cannot know which firings take it.
+    run: the check cannot know which firings take it. ``relay_receiver`` (trigger_relay's own,
+    :func:`trigger_relay.receivers.on_event_fired`, which calls dj-triggers' receiver only for
+    Celery-routed firings) is not followed where ``receiver`` reaches it.
     """
-    scan = _Scan()
+    scan = _Scan(relay_receiver)
     scan.value(receiver, 0)
     return sorted(scan.found)
 
@@ -176,10 +187,11 @@ def _is(obj: object, kind: type[_T]) -> TypeGuard[_T]:
 
 
 def _resolve(ref: object) -> Callable[..., Any] | None:
-    # weakref.WeakMethod subclasses weakref.ref; a strong reference is the receiver itself.
+    # weakref.WeakMethod subclasses weakref.ref; a strong reference is the receiver itself,
+    # which connect() took as a callable.
     if isinstance(ref, weakref.ref):
-        return ref()  # type: ignore[no-any-return]
-    return ref  # type: ignore[return-value]
+        return ref()
+    return cast("Callable[..., Any]", ref)
 
 
 def _defining_module(function: types.FunctionType) -> str:
@@ -242,7 +254,8 @@ def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
 
 
 class _Scan:
-    def __init__(self) -> None:
+    def __init__(self, relay_receiver: object) -> None:
+        self.relay_receiver = relay_receiver
         self.found: set[str] = set()
         self.seen: set[int] = set()
         # Kept alive while scanning, so that ids in ``seen`` are not reused.
@@ -257,7 +270,7 @@ class _Scan:
             return
         self.seen.add(id(obj))
         self.kept.append(obj)
-        if _is_ours(obj):
+        if obj is self.relay_receiver:
             # trigger_relay's own receiver calls dj-triggers' only for Celery-routed firings.
             return
         if _is(obj, functools.partial):
@@ -327,9 +340,3 @@ class _Scan:
             self.value(contents, depth + 1)
         for default in (*(function.__defaults__ or ()), *(function.__kwdefaults__ or {}).values()):
             self.value(default, depth + 1)
-
-
-def _is_ours(obj: object) -> bool:
-    from trigger_relay import receivers
-
-    return obj is receivers.on_event_fired

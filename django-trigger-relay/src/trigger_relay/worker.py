@@ -20,6 +20,7 @@ import re
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Awaitable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -77,6 +78,9 @@ BACKOFF_MAX_SECONDS: Final = 30.0
 #: load balancer without backends, a port of some other service) would otherwise hold an
 #: attempt for the SDK's own bound, 30s, before the log says anything.
 ATTEMPT_TIMEOUT_SECONDS: Final = 10.0
+#: How long the stopped worker waits for the SDK's runtime to be released (see :func:`run`):
+#: it takes milliseconds, a scheduling slice or two of the SDK's threads on a loaded machine.
+RELEASE_TIMEOUT_SECONDS: Final = 10.0
 
 
 class ConfigError(ValueError):
@@ -398,19 +402,39 @@ async def run(settings: WorkerSettings) -> None:
         # worker, and through them the runtime.
         logger.exception("trigger_relay worker failed")
         failure = f"{type(exc).__name__}: {exc}"
-    # Let the task step that delivered the last result (or exception) return: until then it
-    # holds it, and an exception's frames hold the client. Then the client and the worker are
-    # unreachable, some of their parts only in reference cycles; once those are collected, the
-    # runtime's last reference goes, and its threads are joined.
-    await asyncio.sleep(0)
+    # Here the client and the worker are unreachable, some of their parts only in reference
+    # cycles, and once those are collected the runtime's last reference goes and its threads
+    # are joined. Not at once, though: a call that ``_unless_stopped`` cancelled still holds
+    # its task, and through the task's frames the client, until the SDK's Tokio thread hands
+    # its result to this loop (``call_soon_threadsafe``), which can come after the stop on a
+    # loaded machine. So the loop keeps running until the runtime is gone.
     metrics.uninstall()  # its instruments hold the runtime
-    gc.collect()
+    released = weakref.ref(runtime)
     del runtime
+    if not await _until_released(released):
+        logger.warning(
+            "the Temporal SDK runtime is still referenced %gs after the stop",
+            RELEASE_TIMEOUT_SECONDS,
+        )
     if refused is not None:
         raise ConfigError(refused)
     if failure is not None:
         raise WorkerFailed(failure)
     logger.info("trigger_relay worker stopped")
+
+
+async def _until_released(runtime: weakref.ref[Runtime]) -> bool:
+    """True once nothing references ``runtime`` (collecting cycles as it waits), False if
+    something still does after RELEASE_TIMEOUT_SECONDS."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RELEASE_TIMEOUT_SECONDS
+    while True:
+        gc.collect()
+        if runtime() is None:
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
 
 
 def _runtime(settings: WorkerSettings) -> Runtime:

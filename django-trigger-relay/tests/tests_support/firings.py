@@ -1,9 +1,13 @@
-"""The workflow input of an outbox row, for tests that call ``perform`` directly."""
+"""Outbox rows as others see them: the workflow input the daemon builds from a row (for tests
+that call ``perform`` directly), and the rows another session sees (what was committed)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+import psycopg
+from django.db import connection
 
 from trigger_relay.models import OutboxRow
 
@@ -27,3 +31,16 @@ def workflow_input(row: OutboxRow, **changes: Any) -> dict[str, Any]:
     }
     firing.update(changes)
     return {key: value for key, value in firing.items() if value is not ABSENT}
+
+
+def committed_rows() -> list[dict[str, Any]]:
+    """Outbox rows as another session sees them: only what was committed."""
+    params = connection.get_connection_params()
+    with (
+        psycopg.connect(
+            dbname=params["dbname"], user=params["user"], host=params["host"], port=params["port"]
+        ) as other,
+        other.cursor(row_factory=psycopg.rows.dict_row) as cursor,
+    ):
+        cursor.execute("SELECT * FROM trigger_relay_outbox ORDER BY id")
+        return cursor.fetchall()

@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import timedelta
@@ -541,6 +542,17 @@ class Harness:
             interval=interval,
             allow_dead=allow_dead,
         )
+
+
+def serve(harness: Harness, django_db_blocker: Any) -> Iterator[Harness]:
+    """The body of a module- or class-scoped fixture (``yield from serve(...)``): start
+    ``harness`` (the test database unblocked for its queries), yield it, always stop it."""
+    try:
+        with django_db_blocker.unblock():
+            harness.start()
+        yield harness
+    finally:
+        harness.stop()
 
 
 def events_of(history: list[HistoryEvent], kind: EventType.ValueType) -> list[HistoryEvent]:

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from trigger_relay import adoption
 from trigger_relay import conf
+from trigger_relay.management.triggers import select_triggers
 from trigger_relay.routes import resolve
 
 PROGRESS_EVERY = 50
@@ -130,26 +131,7 @@ class Command(BaseCommand):
     def _select(self, selectors: list[str]) -> set[int] | None:
         if not selectors:
             return None
-        from triggers.models import Trigger
-
-        chosen: set[int] = set()
-        for selector in selectors:
-            by_name = Trigger.objects.non_polymorphic().filter(name=selector).first()
-            by_pk = (
-                Trigger.objects.non_polymorphic().filter(pk=int(selector)).first()
-                if selector.isdigit()
-                else None
-            )
-            if by_name is not None and by_pk is not None and by_name.pk != by_pk.pk:
-                raise CommandError(
-                    f"--trigger {selector!r} is both the name of trigger {by_name.pk} and the "
-                    f"pk of trigger {by_pk.pk} ({by_pk.name!r})."
-                )
-            trigger = by_name or by_pk
-            if trigger is None:
-                raise CommandError(f"No trigger has the name or pk {selector!r}.")
-            chosen.add(trigger.pk)
-        return chosen
+        return {trigger.pk for trigger in select_triggers(selectors)}
 
     @staticmethod
     def _events(event_ids: Any) -> dict[Any, int]:

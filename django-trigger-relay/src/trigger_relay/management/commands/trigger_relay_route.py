@@ -17,6 +17,7 @@ from django.core.management.base import CommandError
 from django.core.management.base import CommandParser
 
 from trigger_relay import conf
+from trigger_relay.management.triggers import select_triggers
 from trigger_relay.routes import resolve
 from trigger_relay.routes import set_routes
 
@@ -76,26 +77,7 @@ class Command(BaseCommand):
 
         if every:
             return list(Trigger.objects.non_polymorphic().order_by("pk"))
-        chosen: dict[int, Any] = {}
-        for selector in selectors:
-            by_name = Trigger.objects.non_polymorphic().filter(name=selector).first()
-            by_pk = (
-                Trigger.objects.non_polymorphic().filter(pk=int(selector)).first()
-                if selector.isdigit()
-                else None
-            )
-            if by_name is not None and by_pk is not None and by_name.pk != by_pk.pk:
-                raise CommandError(
-                    f"--trigger {selector!r} is both the name of trigger {by_name.pk} and the "
-                    f"pk of trigger {by_pk.pk} ({by_pk.name!r}); nothing was changed."
-                )
-            trigger = by_name or by_pk
-            if trigger is None:
-                raise CommandError(
-                    f"No trigger has the name or pk {selector!r}; nothing was changed."
-                )
-            chosen[trigger.pk] = trigger
-        return sorted(chosen.values(), key=lambda trigger: trigger.pk)
+        return select_triggers(selectors, refused="; nothing was changed")
 
     def _list(self, *, as_json: bool) -> None:
         from triggers.models import Trigger

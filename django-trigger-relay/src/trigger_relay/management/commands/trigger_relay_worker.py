@@ -50,12 +50,16 @@ class Command(BaseCommand):
             failure = CommandError(str(exc))
         except worker.WorkerFailed as exc:
             failure = CommandError(f"the worker failed: {exc}")
-        if worker.runtime_threads_left():
+        left = worker.runtime_threads_left()
+        if left:
             # run() joins the SDK's threads by dropping its runtime. Should something still hold the
             # runtime, they would outlive the interpreter, and one that wants the GIL while it
             # finalizes aborts the process (exit -6, not the clean exit of guarantees §5.4). There
             # is nothing left to do, so end the process without finalizing, after the logs.
-            logger.warning("Temporal SDK threads still running: exiting without finalization")
+            logger.warning(
+                "Temporal SDK threads still running (%s): exiting without finalization",
+                ", ".join(left),
+            )
             if failure is not None:
                 self.stderr.write(f"CommandError: {failure}")
             logging.shutdown()

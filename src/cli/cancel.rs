@@ -4,7 +4,7 @@ use std::io::Write;
 
 use temporalio_client::{UntypedWorkflow, WorkflowCancelOptions};
 
-use crate::cli_text::{self, escape};
+use super::output::{self, escape};
 use crate::config::CancelConfig;
 use crate::db::{CancelSelection, Db};
 use crate::error::Error;
@@ -82,7 +82,7 @@ pub async fn cancel(config: CancelConfig) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     if config.json {
         let doc = serde_json::json!({ "dry_run": config.dry_run, "rows": report });
-        writeln!(out, "{}", cli_text::json(&doc))?;
+        writeln!(out, "{}", output::json(&doc))?;
     } else {
         print_report(&mut out, &report)?;
     }

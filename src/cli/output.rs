@@ -1,4 +1,4 @@
-//! What the operator commands print from the database or from Temporal, made safe for a
+//! The operator commands' shared output: what they print from the database or from Temporal, made safe for a
 //! terminal. A row's `last_error`, `user_pk` or a workflow id can be written by whoever can
 //! write a row or start a workflow; printed as stored, an escape sequence in it would reach
 //! the operator's terminal (clear the screen, retitle the window, hide lines). Every value of

@@ -1,76 +1,13 @@
-//! `trigger-relay status`, `replay` and `replay-histories`: operator commands that print a
-//! table or `--json` (status, replay) or one line per history (replay-histories).
+//! `trigger-relay replay`: re-dispatch rows by hand with a new generation (and so a new
+//! workflow id), as a table or `--json`.
 
 use std::io::Write;
 
-use crate::cli_text::{self, escape};
-use crate::config::{ReplayConfig, ReplayHistoriesConfig, StatusConfig};
+use super::output::{self, escape};
+use crate::config::ReplayConfig;
 use crate::db::{Db, ReplaySelection};
 use crate::error::Error;
-use crate::histories::{self, HistoryError};
 use crate::outbox::State;
-use crate::temporal;
-
-pub async fn status(config: StatusConfig) -> Result<(), Error> {
-    let db = Db::for_command(&config.database)?;
-    db.check_schema().await?;
-    let (counts, failures) = db.status(config.failures).await?;
-    let pending = counts.iter().find(|c| c.state == "pending");
-    let backlog = pending.map_or(0, |c| c.rows);
-    let oldest = pending.and_then(|c| c.oldest_age_seconds);
-    let failed = counts
-        .iter()
-        .find(|c| c.state == "failed")
-        .map_or(0, |c| c.rows);
-    let mut out = std::io::stdout().lock();
-    if config.json {
-        let doc = serde_json::json!({
-            "backlog": backlog,
-            "oldest_pending_age_seconds": oldest,
-            "failed": failed,
-            "states": counts,
-            "recent_failures": failures,
-        });
-        writeln!(out, "{}", cli_text::json(&doc))?;
-        return Ok(());
-    }
-    writeln!(out, "backlog (pending rows): {backlog}")?;
-    match oldest {
-        Some(age) => writeln!(out, "oldest pending age:     {age:.1}s")?,
-        None => writeln!(out, "oldest pending age:     -")?,
-    }
-    writeln!(out, "failed rows:            {failed}")?;
-    writeln!(out)?;
-    writeln!(out, "{:<12} {:>10}", "STATE", "ROWS")?;
-    for c in &counts {
-        writeln!(out, "{:<12} {:>10}", escape(&c.state), c.rows)?;
-    }
-    if !failures.is_empty() {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "{:>10} {:>8} {:>8} {:<12} {:<20} ERROR",
-            "ID", "TRIGGER", "EVENT", "USER", "FAILED AT"
-        )?;
-        for f in &failures {
-            let at = f
-                .finished_at
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "{:>10} {:>8} {:>8} {:<12} {:<20} {}",
-                f.id,
-                f.trigger_id,
-                f.event_id,
-                escape(&f.user_pk),
-                at,
-                escape(f.last_error.as_deref().unwrap_or(""))
-            )?;
-        }
-    }
-    Ok(())
-}
 
 pub async fn replay(config: ReplayConfig) -> Result<(), Error> {
     if !config.has_selector() {
@@ -108,7 +45,7 @@ pub async fn replay(config: ReplayConfig) -> Result<(), Error> {
             "rows": rows,
             "left_alone": left,
         });
-        writeln!(out, "{}", cli_text::json(&doc))?;
+        writeln!(out, "{}", output::json(&doc))?;
         return Ok(());
     }
     let verb = if config.dry_run {
@@ -195,44 +132,4 @@ fn replay_selection(config: &ReplayConfig, states: Vec<State>) -> ReplaySelectio
         created_before: config.created_before,
         include_dispatched: config.include_dispatched,
     }
-}
-
-/// Replays recorded histories (a live server's or a directory's) against this build;
-/// non-zero on nondeterminism or when there was nothing to replay (a deploy gate).
-pub async fn replay_histories(config: ReplayHistoriesConfig) -> Result<(), Error> {
-    let replayer = histories::replayer(config.worker.workflow_settings())?;
-    let recorded = match &config.dir {
-        Some(dir) => histories::load_dir(dir)?,
-        None => {
-            let client = temporal::connect(&config.temporal, "trigger-relay-replay").await?;
-            let fetched = histories::fetch_recent(&client, &config.query, config.limit).await?;
-            if let Some(save_dir) = &config.save_dir {
-                histories::save(&fetched, save_dir)?;
-            }
-            fetched
-                .into_iter()
-                .map(|(name, json)| {
-                    temporalio_client::WorkflowHistory::from_json(&json)
-                        .map(|h| (name.clone(), h))
-                        .map_err(|e| HistoryError::Fetch(format!("{name}: {e}")))
-                })
-                .collect::<Result<_, _>>()?
-        }
-    };
-    // A deploy gate that replayed nothing proved nothing: a wrong query, namespace or
-    // directory must not pass as "all deterministic".
-    if recorded.is_empty() {
-        let source = match &config.dir {
-            Some(dir) => format!("no *.json history in {}", dir.display()),
-            None => format!(
-                "no workflow matched {:?} in namespace {}",
-                config.query, config.temporal.temporal_namespace
-            ),
-        };
-        return Err(HistoryError::Nothing(source).into());
-    }
-    let mut out = std::io::stdout().lock();
-    let total = histories::replay_all(&replayer, recorded, &mut out).await?;
-    writeln!(out, "{total} histories replayed, all deterministic")?;
-    Ok(())
 }
