@@ -211,7 +211,8 @@ pub struct FiringResult {
     pub outcome: String,
     /// For `skipped`: trigger_deleted, trigger_disabled, no_actions, event_deleted,
     /// user_filtered_out, condition_false, cancelled, not_handled, superseded,
-    /// firing_mismatch, input_mismatch, workflow_mismatch.
+    /// firing_mismatch, input_mismatch, workflow_mismatch (docs/contract.md, "Skip reasons"); the
+    /// workflow records `unspecified` for a skip without one.
     pub reason: Option<String>,
     /// Action ids performed by this run.
     #[serde(default)]
