@@ -49,6 +49,7 @@ lint:        ## what CI checks besides the tests
 	.venv/bin/ruff check django-trigger-relay example grafana bench
 	.venv/bin/ruff format --check django-trigger-relay example grafana bench
 	cd django-trigger-relay && ../.venv/bin/mypy
+	.venv/bin/python scripts/check-citations.py
 
 fmt:         ## rustfmt and ruff (format, then the fixable lints) on everything make lint checks
 	cargo fmt
