@@ -14,7 +14,6 @@ from dataclasses import field
 from pathlib import Path
 from typing import Final
 from typing import Literal
-from typing import cast
 
 from django.conf import settings
 
@@ -127,19 +126,21 @@ def fire_outside_atomic() -> OutsideAtomic:
     raw = os.environ.get(FIRE_OUTSIDE_ATOMIC)
     if raw is not None and raw.strip():
         word = raw.strip().lower()
-        if word in OUTSIDE_ATOMIC_VALUES:
-            return cast(OutsideAtomic, word)
+        for allowed in OUTSIDE_ATOMIC_VALUES:
+            if word == allowed:
+                return allowed
         raise ValueError(
             f"{FIRE_OUTSIDE_ATOMIC}={raw!r} in the environment; use one of "
             f"{', '.join(OUTSIDE_ATOMIC_VALUES)}."
         )
     value: object = getattr(settings, FIRE_OUTSIDE_ATOMIC, OUTSIDE_ATOMIC_WARN)
-    if not (isinstance(value, str) and value in OUTSIDE_ATOMIC_VALUES):
-        raise ValueError(
-            f"settings.{FIRE_OUTSIDE_ATOMIC} is {value!r}; use one of "
-            f"{', '.join(map(repr, OUTSIDE_ATOMIC_VALUES))}."
-        )
-    return cast(OutsideAtomic, value)
+    for allowed in OUTSIDE_ATOMIC_VALUES:
+        if isinstance(value, str) and value == allowed:
+            return allowed
+    raise ValueError(
+        f"settings.{FIRE_OUTSIDE_ATOMIC} is {value!r}; use one of "
+        f"{', '.join(map(repr, OUTSIDE_ATOMIC_VALUES))}."
+    )
 
 
 #: How long the firing's transaction waits for a lock (``Activity.lock``'s row, a unique
