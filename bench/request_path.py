@@ -78,9 +78,9 @@ def main(iterations: int) -> None:
     from triggers.models import Event
     from triggers.models import Trigger
 
-    from trigger_relay.receivers import DISPATCH_UID
-    from trigger_relay.receivers import on_event_fired
-    from trigger_relay.routes import set_routes
+    from trigger_relay.firing.receivers import DISPATCH_UID
+    from trigger_relay.firing.receivers import on_event_fired
+    from trigger_relay.firing.routes import set_routes
 
     app.conf.task_default_queue = QUEUE
     settings.TRIGGER_RELAY_ROUTES = {}
@@ -179,7 +179,7 @@ def floor(iterations: int, event_pk: int, user_pk: int) -> None:
     from tasks.models import TaskCompletedEvent
     from triggers.models import Event
 
-    from trigger_relay.receivers import on_event_fired
+    from trigger_relay.firing.receivers import on_event_fired
 
     event = TaskCompletedEvent.objects.select_related("trigger").get(pk=event_pk)
 

@@ -53,7 +53,7 @@ import datetime as dt
 from django.contrib.auth import get_user_model
 from triggers.models import Trigger
 from tasks.models import SendEmailAction, Task, TaskCompletedEvent
-from trigger_relay.routes import set_routes
+from trigger_relay.firing.routes import set_routes
 user = get_user_model().objects.create(username='histories', email='h@example.com')
 for name, delay, subject in [
     ('done_no_delay', 0, 'Done: {{ task_title }}'),

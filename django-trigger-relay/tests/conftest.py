@@ -6,6 +6,7 @@ Real services only: PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) and
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,48 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"test database: test_{settings.DATABASES['default']['NAME']}",
         f"celery: {settings.CELERY_BROKER_URL} queue {settings.CELERY_TASK_DEFAULT_QUEUE}",
     ]
+
+
+# -- a Temporal dev server only in tests marked e2e --------------------------------------------
+# `make test-fast` leaves the e2e tests out (CONTRIBUTING.md, "The loops"); a test that starts
+# a dev server without the mark would make that loop slow, or fail where no server can start.
+# Every way a test starts one goes through subprocess.Popen, fixtures of any scope included,
+# so the guard sits there and knows which test is running.
+
+_running: list[pytest.Item] = []
+_popen_init = subprocess.Popen.__init__
+
+
+def starts_a_dev_server(args: Any) -> bool:
+    """``temporal server start-dev ...``, as a list of words or one command line."""
+    if isinstance(args, bytes):
+        args = args.decode(errors="replace")
+    words = args.split() if isinstance(args, str) else [str(word) for word in args]
+    return "start-dev" in words
+
+
+def _guarded_popen_init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+    if _running and starts_a_dev_server(args):
+        item = _running[-1]
+        if item.get_closest_marker("e2e") is None:
+            raise RuntimeError(
+                f"{item.nodeid} starts a Temporal dev server but is not marked "
+                "@pytest.mark.e2e (make test-fast leaves e2e tests out; conftest.py)"
+            )
+    _popen_init(self, args, *rest, **kwargs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    subprocess.Popen.__init__ = _guarded_popen_init  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.pop()
 
 
 def _is_transactional(request: pytest.FixtureRequest) -> bool:

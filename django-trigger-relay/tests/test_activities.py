@@ -27,9 +27,9 @@ from tests_support.firings import ABSENT
 from tests_support.firings import workflow_input
 from triggers.models import Activity
 
-from trigger_relay.ledger import LedgerEntry
+from trigger_relay.models import LedgerEntry
 from trigger_relay.models import OutboxRow
-from trigger_relay.perform import perform
+from trigger_relay.perform.core import perform
 
 pytestmark = [
     pytest.mark.django_db,

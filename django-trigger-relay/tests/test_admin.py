@@ -23,7 +23,7 @@ from django.utils import timezone
 from trigger_relay.admin import HIDDEN
 from trigger_relay.admin import SKIP_REASONS
 from trigger_relay.models import OutboxRow
-from trigger_relay.routes import TriggerRoute
+from trigger_relay.models import TriggerRoute
 
 pytestmark = pytest.mark.django_db
 

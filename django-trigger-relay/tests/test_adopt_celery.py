@@ -36,11 +36,13 @@ from tests_support.factories import make_trigger
 from tests_support.harness import Harness
 from tests_support.harness import wait_until
 
-from trigger_relay import adoption
-from trigger_relay.adoption import CeleryTaskClaim
-from trigger_relay.ledger import LedgerEntry
+from trigger_relay.celery import adoption
+from trigger_relay.celery import broker
+from trigger_relay.celery import guard
+from trigger_relay.firing.routes import set_routes
+from trigger_relay.models import CeleryTaskClaim
+from trigger_relay.models import LedgerEntry
 from trigger_relay.models import OutboxRow
-from trigger_relay.routes import set_routes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -90,7 +92,7 @@ def redeliver_unacked() -> int:
     """What the Redis transport does once a dead worker's messages pass the visibility
     timeout (one hour by default): put each unacknowledged message of the run's queue back
     into the queue (kombu's own ``restore_by_tag``), here at once."""
-    app = adoption.celery_app()
+    app = broker.celery_app()
     restored = 0
     with app.connection_for_read() as connection:
         channel = connection.default_channel
@@ -130,7 +132,7 @@ def test_adopt_firings_waiting_in_celery(
             timeout=60,
             what=f"the Celery worker holds {FIRINGS} ETA tasks",
         )
-        waiting = {task.task_id: task for task in adoption.find_tasks()}
+        waiting = {task.task_id: task for task in broker.find_tasks()}
         assert len(waiting) == FIRINGS
         assert not OutboxRow.objects.exists()
 
@@ -243,7 +245,7 @@ def test_guard_claims_for_celery_first_then_adoption_leaves_the_task(
     """A task a Celery worker started is never adopted: the claims exclude each other."""
     event = make_trigger("Claimed", delay=dt.timedelta(hours=1))
     set_routes([event.trigger_id], "temporal", changed_by="test")
-    task = adoption.WaitingTask(
+    task = broker.WaitingTask(
         task_id="started-in-celery",
         where="test",
         event_id=event.pk,
@@ -251,15 +253,15 @@ def test_guard_claims_for_celery_first_then_adoption_leaves_the_task(
         context={"task_id": 1},
         eta=timezone.now() + dt.timedelta(hours=1),
     )
-    assert adoption.claim_for_celery(task.task_id).owner == "celery"
+    assert guard.claim_for_celery(task.task_id).owner == "celery"
     assert adoption.adopt(task, event.trigger_id) == (adoption.STARTED_IN_CELERY, None)
     assert not OutboxRow.objects.exists()
 
-    adopted = adoption.WaitingTask(**{**task.__dict__, "task_id": "adopted"})
+    adopted = broker.WaitingTask(**{**task.__dict__, "task_id": "adopted"})
     result, row_id = adoption.adopt(adopted, event.trigger_id)
     assert result == adoption.ADOPTED
     assert adoption.adopt(adopted, event.trigger_id) == (adoption.ALREADY_ADOPTED, row_id)
-    claim = adoption.claim_for_celery("adopted")
+    claim = guard.claim_for_celery("adopted")
     assert (claim.owner, claim.outbox_id) == ("temporal", row_id)
     assert OutboxRow.objects.get().due_at == adopted.eta
 
@@ -279,8 +281,8 @@ def test_guard_skips_an_adopted_task_body(transactional_db: None) -> None:
             return "ran"
 
     fake = FakeTask()
-    assert adoption.guard_task(fake) is True
-    assert adoption.guard_task(fake) is False  # wrapped once
+    assert guard.guard_task(fake) is True
+    assert guard.guard_task(fake) is False  # wrapped once
     CeleryTaskClaim.objects.create(task_id="t-1", owner="temporal", outbox_id=7)
     assert fake.run(1, 2) is None
     assert calls == []
@@ -307,7 +309,7 @@ def test_guard_runs_the_task_before_migrate(transactional_db: None) -> None:
             return "ran"
 
     fake = FakeTask()
-    adoption.guard_task(fake)
+    guard.guard_task(fake)
     with connection.cursor() as cursor:
         cursor.execute("ALTER TABLE trigger_relay_celery_claim RENAME TO trigger_relay_cc_away")
     try:

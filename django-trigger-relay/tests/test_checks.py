@@ -18,7 +18,6 @@ from django.test import override_settings
 from triggers import tasks
 from triggers.models import Event
 
-from trigger_relay import receivers
 from trigger_relay.checks import app_order_problems
 from trigger_relay.checks import check_app_order
 from trigger_relay.checks import check_database
@@ -27,6 +26,7 @@ from trigger_relay.checks import check_original_receiver
 from trigger_relay.checks import check_routes
 from trigger_relay.checks import check_temporal_ui_url_setting
 from trigger_relay.conf import temporal_ui_url
+from trigger_relay.firing import receivers
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "example"
 

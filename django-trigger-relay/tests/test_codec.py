@@ -1,6 +1,7 @@
-"""Payload encryption of the activity worker (trigger_relay/codec.py, conf.codec_keys): the key
-file and its errors, the worker's refusal to start with bad keys, the system check, key
-rotation, and the wire format of Temporal's encryption samples, which the daemon writes too.
+"""Payload encryption of the activity worker (trigger_relay/worker/codec.py,
+conf.codec_keys): the key file and its errors, the worker's refusal to start with bad keys,
+the system check, key rotation, and the wire format of Temporal's encryption samples, which
+the daemon writes too.
 
 The end-to-end behaviour (a real dev server's history holds no plaintext, both workers
 decrypt, rotation across restarts, the daemon's codec endpoint) is test_e2e_codec.py's.
@@ -21,11 +22,11 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.exceptions import ApplicationError
 
-from trigger_relay import codec
 from trigger_relay import conf
 from trigger_relay.checks import check_codec_keys_setting
-from trigger_relay.worker import ConfigError
-from trigger_relay.worker import WorkerSettings
+from trigger_relay.worker import codec
+from trigger_relay.worker.settings import ConfigError
+from trigger_relay.worker.settings import WorkerSettings
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(32, 64))

@@ -24,8 +24,8 @@ from tests_support.factories import make_trigger
 
 from trigger_relay import conf
 from trigger_relay.checks import check_max_context_bytes_setting
-from trigger_relay.context import ContextTooLarge
-from trigger_relay.context import context_bytes
+from trigger_relay.firing.context import ContextTooLarge
+from trigger_relay.firing.context import context_bytes
 from trigger_relay.models import OutboxRow
 
 TEMPORAL_ALL = override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal")

@@ -47,9 +47,9 @@ from tests_support.harness import Harness
 from tests_support.harness import events_of
 from tests_support.harness import serve
 
-from trigger_relay import codec
 from trigger_relay import conf
 from trigger_relay.models import OutboxRow
+from trigger_relay.worker import codec
 
 pytestmark = [
     pytest.mark.e2e,

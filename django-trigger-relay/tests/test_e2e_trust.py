@@ -44,7 +44,7 @@ from tests_support.harness import Harness
 from tests_support.harness import serve
 
 from trigger_relay.models import OutboxRow
-from trigger_relay.perform import WORKFLOW_MISMATCH
+from trigger_relay.perform.core import WORKFLOW_MISMATCH
 
 pytestmark = [
     pytest.mark.e2e,

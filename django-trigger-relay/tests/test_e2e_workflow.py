@@ -64,10 +64,10 @@ from triggers.models import ActionFrequencyCondition
 from triggers.models import Activity
 from triggers.models import Trigger
 
-from trigger_relay.activities import PERFORM_FIRING
-from trigger_relay.context import MAX_CONTEXT_DEPTH
-from trigger_relay.ledger import LedgerEntry
+from trigger_relay.firing.context import MAX_CONTEXT_DEPTH
+from trigger_relay.models import LedgerEntry
 from trigger_relay.models import OutboxRow
+from trigger_relay.perform.activity import PERFORM_FIRING
 
 # Transactional: the workers see what a test commits. reset_sequences: the flush after each
 # test then recreates the content types under the same ids (see ``Harness.ensure_worker_current``).

@@ -43,16 +43,16 @@ from tests_support.factories import several_actions_per_trigger
 from tests_support.firings import workflow_input
 from triggers.models import Activity
 
-from trigger_relay import metrics
-from trigger_relay.activities import MAX_ERROR_CHARS
-from trigger_relay.activities import activity_failure
-from trigger_relay.activities import failure_message
-from trigger_relay.activities import is_infrastructure_error
-from trigger_relay.activities import perform_firing
 from trigger_relay.checks import check_retry_setting
 from trigger_relay.conf import RETRY_APPLICATION_ERRORS
-from trigger_relay.ledger import LedgerEntry
+from trigger_relay.models import LedgerEntry
 from trigger_relay.models import OutboxRow
+from trigger_relay.perform import metrics
+from trigger_relay.perform.activity import MAX_ERROR_CHARS
+from trigger_relay.perform.activity import activity_failure
+from trigger_relay.perform.activity import failure_message
+from trigger_relay.perform.activity import is_infrastructure_error
+from trigger_relay.perform.activity import perform_firing
 
 
 @pytest.fixture
@@ -301,6 +301,7 @@ class TestActivity:
             (None, True, True),
             (None, False, False),
             ("false", True, False),  # the environment wins
+            ("", True, True),  # an empty variable is unset, as for every setting (conf.Layers)
             ("yes", False, True),
         ],
     )

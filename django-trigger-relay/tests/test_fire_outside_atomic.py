@@ -27,8 +27,9 @@ from tests_support.factories import make_task
 from tests_support.factories import make_trigger
 from tests_support.firings import committed_rows
 
-from trigger_relay import atomicity
+from trigger_relay import conf
 from trigger_relay.checks import check_fire_outside_atomic_setting
+from trigger_relay.firing import atomicity
 from trigger_relay.models import OutboxRow
 
 TEMPORAL_ALL = override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal")
@@ -289,7 +290,15 @@ def test_check_accepts_the_three_values(value: str) -> None:
         assert check_fire_outside_atomic_setting() == []
 
 
-@pytest.mark.parametrize("value", ["Error", "raise", True, None])
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_an_empty_setting_is_unset_as_every_setting(value: object) -> None:
+    """conf.Layers: ``None`` or a blank string counts as unset, the default applies."""
+    with override_settings(TRIGGER_RELAY_FIRE_OUTSIDE_ATOMIC=value):
+        assert check_fire_outside_atomic_setting() == []
+        assert conf.fire_outside_atomic() == conf.OUTSIDE_ATOMIC_WARN
+
+
+@pytest.mark.parametrize("value", ["Error", "raise", True, 1])
 def test_check_reports_a_malformed_setting(value: object) -> None:
     with override_settings(TRIGGER_RELAY_FIRE_OUTSIDE_ATOMIC=value):
         (error,) = check_fire_outside_atomic_setting()

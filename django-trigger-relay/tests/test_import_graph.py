@@ -129,7 +129,9 @@ def _cycle_in(graph: dict[str, set[str]], component: set[str]) -> list[str]:
 
 def test_the_add_on_has_no_import_cycle() -> None:
     graph = import_graph(SOURCE, PACKAGE)
-    assert "trigger_relay.perform" in graph["trigger_relay.outcome"]  # the graph is read
+    assert (
+        "trigger_relay.perform.core" in graph["trigger_relay.perform.outcome"]
+    )  # the graph is read
 
     found = [" -> ".join(cycle) for cycle in cycles(graph)]
     assert not found, "import cycles among trigger_relay's modules:\n" + "\n".join(found)
@@ -162,3 +164,55 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
         "pkg.d": {"pkg.sub.c"},
     }
     assert cycles(graph) == [["pkg.a", "pkg.b", "pkg.sub.c", "pkg.a"]]
+
+
+#: The add-on's layers (docs/architecture.md, "The add-on"): the shared base, the parts, and
+#: what wires the parts into Django (apps, checks, admin, commands, migrations, and the
+#: deprecated 0.1 paths).
+BASE = {f"{PACKAGE}.{name}" for name in ("conf", "states", "compat", "schema", "queries", "models")}
+PARTS = ("firing", "perform", "celery", "worker")
+#: The one dependency between parts: the worker's process serves the activity.
+PART_USES = {"worker": {"perform"}}
+
+
+def part_of(module: str) -> str | None:
+    name = module.removeprefix(f"{PACKAGE}.").split(".")[0]
+    return name if name in PARTS else None
+
+
+def layering_problems(graph: dict[str, set[str]]) -> list[str]:
+    """Each import that crosses the layers the wrong way: the base imports only the base; a
+    part imports the base, itself and the parts of PART_USES."""
+    problems = []
+    for module, targets in sorted(graph.items()):
+        part = part_of(module)
+        if module in BASE:
+            allowed = BASE
+        elif part is not None:
+            allowed = BASE | {t for t in targets if part_of(t) in {part, *PART_USES.get(part, ())}}
+        else:
+            continue
+        problems += [f"{module} imports {t}" for t in sorted(targets - allowed - {PACKAGE})]
+    return problems
+
+
+def test_the_parts_sit_on_the_base_and_not_on_each_other() -> None:
+    graph = import_graph(SOURCE, PACKAGE)
+    assert {part_of(m) for m in graph} >= set(PARTS)  # every part is there
+
+    problems = layering_problems(graph)
+    assert not problems, "imports across the add-on's layers:\n" + "\n".join(problems)
+
+
+def test_the_layering_check_sees_a_part_importing_another() -> None:
+    graph = {
+        f"{PACKAGE}.models": {f"{PACKAGE}.firing.routes"},
+        f"{PACKAGE}.firing.routes": {f"{PACKAGE}.models"},
+        f"{PACKAGE}.perform.core": {f"{PACKAGE}.firing.outbox", f"{PACKAGE}.conf"},
+        f"{PACKAGE}.worker.process": {f"{PACKAGE}.perform.activity"},
+        f"{PACKAGE}.checks": {f"{PACKAGE}.firing.receivers"},
+    }
+    assert layering_problems(graph) == [
+        f"{PACKAGE}.models imports {PACKAGE}.firing.routes",
+        f"{PACKAGE}.perform.core imports {PACKAGE}.firing.outbox",
+    ]

@@ -26,10 +26,10 @@ from tests_support.firings import workflow_input
 from triggers.models import Activity
 
 from trigger_relay import conf
-from trigger_relay.activities import activity_failure
-from trigger_relay.activities import is_infrastructure_error
 from trigger_relay.models import OutboxRow
-from trigger_relay.perform import perform
+from trigger_relay.perform.activity import activity_failure
+from trigger_relay.perform.activity import is_infrastructure_error
+from trigger_relay.perform.core import perform
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

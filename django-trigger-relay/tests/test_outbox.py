@@ -18,10 +18,10 @@ from tests_support.factories import make_trigger
 from tests_support.factories import several_actions_per_trigger
 from tests_support.firings import committed_rows
 
-from trigger_relay.context import MAX_CONTEXT_DEPTH
-from trigger_relay.context import MAX_INT_DIGITS
+from trigger_relay.firing.context import MAX_CONTEXT_DEPTH
+from trigger_relay.firing.context import MAX_INT_DIGITS
+from trigger_relay.firing.outbox import record_firing
 from trigger_relay.models import OutboxRow
-from trigger_relay.outbox import record_firing
 
 TEMPORAL_ALL = override_settings(TRIGGER_RELAY_DEFAULT_ROUTE="temporal")
 

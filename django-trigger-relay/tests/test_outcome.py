@@ -14,8 +14,8 @@ from tests_support.factories import make_trigger
 from tests_support.firings import workflow_input
 
 from trigger_relay.models import OutboxRow
-from trigger_relay.outcome import OutcomeRecorder
-from trigger_relay.outcome import perform_and_record
+from trigger_relay.perform.outcome import OutcomeRecorder
+from trigger_relay.perform.outcome import perform_and_record
 
 pytestmark = pytest.mark.django_db
 

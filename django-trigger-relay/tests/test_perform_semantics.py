@@ -35,11 +35,11 @@ from triggers.models import ActionCountCondition
 from triggers.models import Activity
 from triggers.models import Trigger
 
-from trigger_relay.activities import activity_failure
-from trigger_relay.ledger import LedgerEntry
+from trigger_relay.models import LedgerEntry
 from trigger_relay.models import OutboxRow
-from trigger_relay.perform import actions_of
-from trigger_relay.perform import perform
+from trigger_relay.perform.activity import activity_failure
+from trigger_relay.perform.core import actions_of
+from trigger_relay.perform.core import perform
 
 pytestmark = [
     pytest.mark.django_db,

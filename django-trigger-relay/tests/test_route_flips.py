@@ -6,7 +6,7 @@ test database; the Celery worker on the run's own Redis queue.
 
 Ten triggers (three of them with a delay of 1, 2 and 3 s) each have one RecordAction. Firing
 threads fire them continuously, each firing in a transaction of its own, while a flipper
-thread flips random triggers' routes (``trigger_relay.routes.set_routes``) at random
+thread flips random triggers' routes (``trigger_relay.firing.routes.set_routes``) at random
 moments. Each firing is one (user, trigger) pair never fired again, with its number in its
 context (``firing_id``), so that its performance is found as the one ActionWrite of that user
 and trigger.
@@ -56,9 +56,9 @@ from tests_support.harness import wait_until
 from triggers.models import Trigger
 
 from trigger_relay import conf
+from trigger_relay.firing.routes import set_routes
 from trigger_relay.models import OutboxRow
-from trigger_relay.routes import TriggerRoute
-from trigger_relay.routes import set_routes
+from trigger_relay.models import TriggerRoute
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

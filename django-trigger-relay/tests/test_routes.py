@@ -26,9 +26,9 @@ from tests_support.broker import CeleryQueue
 from tests_support.factories import make_trigger
 from triggers.models import Trigger
 
+from trigger_relay.firing.routes import resolve
 from trigger_relay.models import OutboxRow
-from trigger_relay.routes import TriggerRoute
-from trigger_relay.routes import resolve
+from trigger_relay.models import TriggerRoute
 
 pytestmark = pytest.mark.django_db
 

@@ -20,10 +20,10 @@ from tests_support.factories import make_trigger
 from triggers import tasks
 from triggers.models import Event
 
-from trigger_relay import receivers
+from trigger_relay.firing import receivers
+from trigger_relay.firing.routes import route_for
 from trigger_relay.models import OutboxRow
-from trigger_relay.routes import TriggerRoute
-from trigger_relay.routing import route_for
+from trigger_relay.models import TriggerRoute
 
 pytestmark = pytest.mark.django_db
 

@@ -441,9 +441,9 @@ def test_the_orm_leaves_columns_with_sql_defaults_to_the_database() -> None:
     insert through the models gets sql/schema/'s defaults, a firing_uuid above all (an
     explicit NULL would make the row look older than schema 3), and record_firing returns
     the row as stored (on Django 4.2 the ORM itself reads back only the id)."""
-    from trigger_relay.ledger import LedgerEntry
+    from trigger_relay.firing.outbox import record_firing
+    from trigger_relay.models import LedgerEntry
     from trigger_relay.models import OutboxRow
-    from trigger_relay.outbox import record_firing
 
     event = SimpleNamespace(pk=7, trigger_id=8, delay=dt.timedelta(minutes=5))
     recorded = record_firing(event, 9, {"a": 1})  # type: ignore[arg-type]

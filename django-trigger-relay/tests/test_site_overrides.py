@@ -38,11 +38,11 @@ from triggers.models import Activity
 from triggers.models import Event
 from triggers.models import Trigger
 
-from trigger_relay.ledger import LedgerEntry
-from trigger_relay.ledger import idempotency_key
+from trigger_relay.models import LedgerEntry
 from trigger_relay.models import OutboxRow
-from trigger_relay.perform import IDEMPOTENCY_KEY
-from trigger_relay.perform import perform
+from trigger_relay.perform.core import perform
+from trigger_relay.perform.ledger import IDEMPOTENCY_KEY
+from trigger_relay.perform.ledger import idempotency_key
 
 pytestmark = [
     pytest.mark.django_db,

@@ -40,7 +40,7 @@ from triggers.models import Trigger
 from triggers.tasks import handle_event
 
 from trigger_relay.models import OutboxRow
-from trigger_relay.perform import perform
+from trigger_relay.perform.core import perform
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

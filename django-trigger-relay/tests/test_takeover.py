@@ -30,7 +30,7 @@ from triggers import tasks
 from triggers.models import Event
 from triggers.tasks import handle_event
 
-from trigger_relay import receivers
+from trigger_relay.firing import receivers
 from trigger_relay.models import OutboxRow
 
 HANDLE_EVENT = "triggers.tasks.handle_event"

@@ -27,17 +27,17 @@ from temporalio.testing import ActivityEnvironment
 from tests_support.factories import make_trigger
 from tests_support.firings import workflow_input
 
-from trigger_relay.activities import perform_firing
 from trigger_relay.models import OutboxRow
-from trigger_relay.outcome import OutcomeRecorder
-from trigger_relay.outcome import perform_and_record
-from trigger_relay.perform import WORKFLOW_MISMATCH
-from trigger_relay.perform import Caller
-from trigger_relay.perform import NotYetDispatched
-from trigger_relay.perform import NotYetDue
-from trigger_relay.perform import RowFinished
-from trigger_relay.perform import perform
-from trigger_relay.site import own_site
+from trigger_relay.perform.activity import perform_firing
+from trigger_relay.perform.core import WORKFLOW_MISMATCH
+from trigger_relay.perform.core import Caller
+from trigger_relay.perform.core import NotYetDispatched
+from trigger_relay.perform.core import NotYetDue
+from trigger_relay.perform.core import RowFinished
+from trigger_relay.perform.core import perform
+from trigger_relay.perform.outcome import OutcomeRecorder
+from trigger_relay.perform.outcome import perform_and_record
+from trigger_relay.perform.site import own_site
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_route_to_temporal")]
 

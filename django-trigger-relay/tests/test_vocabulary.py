@@ -14,8 +14,8 @@ import pytest
 from django.db import connection
 
 from trigger_relay import admin
-from trigger_relay import perform
 from trigger_relay.models import OutboxRow
+from trigger_relay.perform import core as perform
 from trigger_relay.states import ROW_SKIP_REASONS
 from trigger_relay.states import Outcome
 from trigger_relay.states import SkipReason

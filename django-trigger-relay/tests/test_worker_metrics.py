@@ -3,7 +3,7 @@
 ``TRIGGER_RELAY_WORKER_METRICS_ADDR`` is read as the worker's other settings (the environment
 over Django settings, empty counts as unset, a bad value named with where it was set). With it,
 the SDK's own Prometheus exporter serves the runtime's metrics and the add-on's counters
-(trigger_relay/metrics.py); without it nothing listens. Real processes: a Temporal dev
+(trigger_relay/perform/metrics.py); without it nothing listens. Real processes: a Temporal dev
 server, the daemon and ``manage.py trigger_relay_worker`` (tests_support/harness.py), and the
 endpoint scraped over HTTP.
 """
@@ -35,11 +35,11 @@ from tests_support.worker_metrics import fire
 from tests_support.worker_metrics import outcome_triggers
 from tests_support.worker_metrics import start_with_worker_metrics
 
-from trigger_relay.activities import PERFORM_FIRING
 from trigger_relay.models import OutboxRow
-from trigger_relay.worker import METRICS_ADDR
-from trigger_relay.worker import ConfigError
-from trigger_relay.worker import WorkerSettings
+from trigger_relay.perform.activity import PERFORM_FIRING
+from trigger_relay.worker.settings import METRICS_ADDR
+from trigger_relay.worker.settings import ConfigError
+from trigger_relay.worker.settings import WorkerSettings
 
 TESTS_DIR = Path(__file__).resolve().parent
 EXAMPLE_DIR = TESTS_DIR.parents[1] / "example"
@@ -313,7 +313,7 @@ def test_metrics_show_the_sdk_and_the_firings(harness: Harness) -> None:
     used = value(after, "temporal_worker_task_slots_used", **slots)
     assert available + used == 8, (available, used)  # TRIGGER_RELAY_WORKER_CONCURRENCY
     assert 0 <= value(after, "trigger_relay_worker_lock_wait_seconds_sum", **ours) < 5
-    # The worker's buckets (trigger_relay/metrics.py), not the SDK's coarse defaults.
+    # The worker's buckets (trigger_relay/perform/metrics.py), not the SDK's coarse defaults.
     buckets = {
         (name, dict(labels).get("le"))
         for name, labels in after

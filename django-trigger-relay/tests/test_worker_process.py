@@ -25,9 +25,9 @@ from tests_support.processes import free_port
 from tests_support.processes import running
 from tests_support.processes import wait_for
 
-from trigger_relay.worker import ATTEMPT_TIMEOUT_SECONDS
-from trigger_relay.worker import ConfigError
-from trigger_relay.worker import WorkerSettings
+from trigger_relay.worker.process import ATTEMPT_TIMEOUT_SECONDS
+from trigger_relay.worker.settings import ConfigError
+from trigger_relay.worker.settings import WorkerSettings
 
 TESTS_DIR = Path(__file__).resolve().parent
 EXAMPLE_DIR = TESTS_DIR.parents[1] / "example"
@@ -166,7 +166,8 @@ import asyncio, logging, os, signal
 import django
 
 django.setup()
-from trigger_relay.worker import WorkerSettings, run
+from trigger_relay.worker.settings import WorkerSettings
+from trigger_relay.worker.process import run
 
 
 class SigtermWhenServing(logging.Handler):

@@ -8,10 +8,10 @@ import itertools
 
 import pytest
 
-from trigger_relay.worker import BACKOFF_INITIAL_SECONDS
-from trigger_relay.worker import BACKOFF_MAX_SECONDS
-from trigger_relay.worker import _backoff
-from trigger_relay.worker import _gist
+from trigger_relay.worker.process import BACKOFF_INITIAL_SECONDS
+from trigger_relay.worker.process import BACKOFF_MAX_SECONDS
+from trigger_relay.worker.process import _backoff
+from trigger_relay.worker.process import _gist
 
 
 def test_the_backoff_doubles_from_one_second_to_thirty() -> None:

@@ -17,20 +17,21 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import override_settings
 from packaging.requirements import Requirement
 from temporalio.service import TLSConfig
 
-from trigger_relay.worker import ADDRESS
-from trigger_relay.worker import API_KEY
-from trigger_relay.worker import CONCURRENCY
-from trigger_relay.worker import DEFAULT
-from trigger_relay.worker import DJANGO_SETTINGS
-from trigger_relay.worker import NAMESPACE
-from trigger_relay.worker import SHUTDOWN_SECONDS
-from trigger_relay.worker import TLS_CA
-from trigger_relay.worker import TLS_KEY
-from trigger_relay.worker import ConfigError
-from trigger_relay.worker import WorkerSettings
+from trigger_relay.worker.settings import ADDRESS
+from trigger_relay.worker.settings import API_KEY
+from trigger_relay.worker.settings import CONCURRENCY
+from trigger_relay.worker.settings import DEFAULT
+from trigger_relay.worker.settings import DJANGO_SETTINGS
+from trigger_relay.worker.settings import NAMESPACE
+from trigger_relay.worker.settings import SHUTDOWN_SECONDS
+from trigger_relay.worker.settings import TLS_CA
+from trigger_relay.worker.settings import TLS_KEY
+from trigger_relay.worker.settings import ConfigError
+from trigger_relay.worker.settings import WorkerSettings
 
 TESTS_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = TESTS_DIR.parent
@@ -60,8 +61,9 @@ def test_command_names_the_missing_temporal_sdk(monkeypatch: pytest.MonkeyPatch)
         if name == "temporalio" or name.startswith("temporalio."):
             monkeypatch.setitem(sys.modules, name, None)
     for name in (
-        "trigger_relay.worker",
-        "trigger_relay.activities",
+        "trigger_relay.worker.settings",
+        "trigger_relay.worker.process",
+        "trigger_relay.perform.activity",
         "trigger_relay.management.commands.trigger_relay_worker",
     ):
         monkeypatch.delitem(sys.modules, name, raising=False)
@@ -403,3 +405,31 @@ def test_command_reads_django_settings_and_names_a_bad_one(tmp_path: Path) -> No
     assert result.returncode == 1, result.stderr
     assert "TRIGGER_RELAY_TEMPORAL_TLS_CA=" in result.stderr
     assert "CONCURRENCY" not in result.stderr
+
+
+def test_the_web_side_and_the_worker_read_settings_one_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """conf.Layers reads both: a blank variable is unset and Django settings give the value;
+    an unusable value is the same ConfigError, whoever reads it."""
+    from trigger_relay import conf
+
+    assert ConfigError is conf.ConfigError
+    assert issubclass(conf.KeyFileError, ConfigError)
+    monkeypatch.setenv(conf.LOCK_TIMEOUT, " ")
+    monkeypatch.setenv(NAMESPACE, " ")
+    monkeypatch.setenv(conf.RETRY_APPLICATION_ERRORS, "")
+    with override_settings(
+        **{conf.LOCK_TIMEOUT: 7, NAMESPACE: "site", conf.RETRY_APPLICATION_ERRORS: True}
+    ):
+        assert conf.lock_timeout_seconds() == 7.0
+        assert conf.retry_application_errors() is True
+        assert conf.temporal_namespace() == "site"
+        assert WorkerSettings.from_django().namespace == "site"
+
+    monkeypatch.setenv(conf.LOCK_TIMEOUT, "soon")
+    monkeypatch.setenv(SHUTDOWN_SECONDS, "soon")
+    with pytest.raises(ConfigError, match=f"{conf.LOCK_TIMEOUT}='soon' in the environment"):
+        conf.lock_timeout_seconds()
+    with pytest.raises(ConfigError, match=f"{SHUTDOWN_SECONDS}='soon' in the environment"):
+        WorkerSettings.from_django()

@@ -1,5 +1,5 @@
-"""``trigger_relay.workflow_input.WorkflowInput`` says what the relay sends: its keys against
-every input that ``perform_firing`` (and the workflow) received in the recorded histories
+"""``trigger_relay.perform.workflow_input.WorkflowInput`` says what the relay sends: its keys
+against every input that ``perform_firing`` (and the workflow) received in the recorded histories
 (``tests/histories/v*/`` at the repository's root, docs/versioning.md).
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from trigger_relay.activities import PERFORM_FIRING
-from trigger_relay.workflow_input import WorkflowInput
+from trigger_relay.perform.activity import PERFORM_FIRING
+from trigger_relay.perform.workflow_input import WorkflowInput
 
 HISTORIES = Path(__file__).resolve().parents[2] / "tests" / "histories"
 WORKFLOW_TYPE = "trigger_workflow"

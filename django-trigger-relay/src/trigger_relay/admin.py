@@ -22,7 +22,7 @@ from trigger_relay.states import ROW_SKIP_REASONS
 from trigger_relay.states import State
 
 # Skip reasons a row can hold (docs/contract.md, "Skip reasons"): those of the Python
-# activity (trigger_relay.perform) but workflow_mismatch, which is never written on a row,
+# activity (trigger_relay.perform.core) but workflow_mismatch, which is never written on a row,
 # and the daemon's "unspecified" for a skip that came without one. A fixed list, because
 # listing the reasons present would read the table.
 SKIP_REASONS = ROW_SKIP_REASONS

@@ -14,12 +14,12 @@ class TriggerRelayConfig(AppConfig):
         from django.db.models.signals import pre_save
 
         from trigger_relay import checks  # noqa: F401  (registers the system checks)
-        from trigger_relay.adoption import install_celery_guard
-        from trigger_relay.receivers import install
-        from trigger_relay.routes import pin_route_on_rename
+        from trigger_relay.celery.guard import install_celery_guard
+        from trigger_relay.firing.receivers import install
+        from trigger_relay.firing.routes import pin_route_on_rename
 
         install()
-        # Celery workers skip handle_event tasks adopted into the outbox (adoption.py).
+        # Celery workers skip handle_event tasks adopted into the outbox (celery/guard.py).
         install_celery_guard()
         # Any sender: dj-triggers' Trigger is polymorphic, a subclass sends itself.
         pre_save.connect(pin_route_on_rename, dispatch_uid="trigger_relay.routes.pin_on_rename")

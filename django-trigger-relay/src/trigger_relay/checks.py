@@ -241,7 +241,7 @@ def check_max_context_bytes_setting(
 def check_original_receiver(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    from trigger_relay.receivers import installation
+    from trigger_relay.firing.receivers import installation
 
     if not installation.installed:
         return []
@@ -279,8 +279,8 @@ def celery_path_receiver_problems() -> list[checks.CheckMessage]:
     """
     from triggers.models import Event
 
-    from trigger_relay import receivers
-    from trigger_relay import takeover
+    from trigger_relay.firing import receivers
+    from trigger_relay.firing import takeover
 
     messages: list[checks.CheckMessage] = []
     names = takeover.sender_names()
@@ -487,7 +487,7 @@ def check_routes_against_triggers(
         return []
     from triggers.models import Trigger
 
-    from trigger_relay.routes import resolve
+    from trigger_relay.firing.routes import resolve
 
     routes = conf.routes()
     if conf.routes_problems(routes) or not conf.is_route(conf.default_route()):

@@ -1,10 +1,16 @@
-"""Settings of the add-on, read at call time so that ``override_settings`` and changes
-between firings take effect at once (guarantees §2.3: routes change at any time)."""
+"""Every setting of the add-on, and the one way they are read (:class:`Layers`): the
+environment over Django settings, empty counting as unset, :class:`ConfigError` naming the
+setting and where it was set.
+
+The web side reads each at call time, so that ``override_settings`` and changes between
+firings take effect at once (guarantees §2.3: routes change at any time); the worker reads its
+own once at start (:class:`trigger_relay.worker.settings.WorkerSettings`)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import re
 import urllib.parse
@@ -14,10 +20,13 @@ from dataclasses import field
 from pathlib import Path
 from typing import Final
 from typing import Literal
+from typing import TypeVar
+from typing import cast
 
 from django.conf import settings
 
 Route = Literal["temporal", "celery"]
+_C = TypeVar("_C", bound=str)
 
 TEMPORAL: Final = "temporal"
 CELERY: Final = "celery"
@@ -32,11 +41,193 @@ _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
 
+# -- reading a setting -------------------------------------------------------------------
+
+#: Where a value was set, as messages name it.
+ENVIRONMENT: Final = "the environment"
+DJANGO_SETTINGS: Final = "Django settings"
+DEFAULT: Final = "the default"
+
+
+class ConfigError(ValueError):
+    """A setting of the add-on is unusable; the message names the setting and where it was
+    set. The system checks report it on the web side (``checks.py``); the worker stops at
+    once with it, since retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """A setting's value and where it was set."""
+
+    name: str
+    value: object
+    source: str
+    secret: bool = False
+
+    def where(self, *, with_type: bool = False) -> str:
+        """How errors name the value: as the operator wrote it, and where."""
+        shown = "***" if self.secret else repr(self.value)
+        if self.source == ENVIRONMENT:
+            return f"{self.name}={shown} in the environment"
+        kind = f" (type {type(self.value).__name__})" if with_type else ""
+        return f"settings.{self.name} is {shown}{kind}"
+
+
+class Layers:
+    """Where every ``TRIGGER_RELAY_*`` setting is read, by the web processes and the worker
+    alike: the environment over Django settings, the first that has a value gives it (one
+    environment configures the daemon, which reads only the environment, and the worker).
+
+    The one rule for empty values: an empty or blank variable, or ``None`` or a blank string
+    in Django settings, counts as unset (a site's ``settings.py`` often passes on
+    ``os.environ.get(name, "")``). Unusable values raise :class:`ConfigError`.
+
+    ``django_settings=None`` reads the environment alone (the worker's ``from_env``)."""
+
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        django_settings: object | None = settings,
+    ) -> None:
+        self._environ = os.environ if environ is None else environ
+        self._django_settings = django_settings
+        #: Where each setting read so far was set (name to ENVIRONMENT or DJANGO_SETTINGS).
+        self.sources: dict[str, str] = {}
+
+    def get(self, name: str, *, secret: bool = False) -> Found | None:
+        raw = self._environ.get(name)
+        if raw is not None and raw.strip():
+            found = Found(name, raw, ENVIRONMENT, secret)
+        else:
+            value: object = getattr(self._django_settings, name, None)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                return None
+            found = Found(name, value, DJANGO_SETTINGS, secret)
+        self.sources[name] = found.source
+        return found
+
+    def text(self, name: str, *, secret: bool = False) -> str | None:
+        found = self.get(name, secret=secret)
+        if found is None:
+            return None
+        if not isinstance(found.value, str):
+            raise ConfigError(f"{found.where(with_type=True)}; use a str.")
+        return found.value
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        """A boolean: ``true``/``false`` (``1``, ``yes``, ``on``, ...) in the environment,
+        ``True``/``False`` in Django settings."""
+        found = self.get(name)
+        if found is None:
+            return default
+        if found.source == ENVIRONMENT:
+            word = str(found.value).strip().lower()
+            if word in _TRUE or word in _FALSE:
+                return word in _TRUE
+            raise ConfigError(f"{found.where()} is not a boolean; use true or false.")
+        if not isinstance(found.value, bool):
+            raise ConfigError(f"{found.where()}; use True or False.")
+        return found.value
+
+    def choice(self, name: str, allowed: tuple[_C, ...], default: _C) -> _C:
+        """One of ``allowed`` (case-insensitive in the environment)."""
+        found = self.get(name)
+        if found is None:
+            return default
+        if found.source == ENVIRONMENT:
+            word = str(found.value).strip().lower()
+            for value in allowed:
+                if word == value:
+                    return value
+            raise ConfigError(f"{found.where()}; use one of {', '.join(allowed)}.")
+        for value in allowed:
+            if isinstance(found.value, str) and found.value == value:
+                return value
+        raise ConfigError(f"{found.where()}; use one of {', '.join(map(repr, allowed))}.")
+
+    def seconds(self, name: str, default: float, *, zero: str | None = None) -> float:
+        """A finite number of seconds: above 0, or, when ``zero`` says what 0 means (in the
+        message), 0 or more."""
+        found = self.get(name)
+        if found is None:
+            return default
+        if zero is None:
+            hint, floor_ok = "use a number of seconds above 0", False
+        else:
+            hint, floor_ok = f"use a number of seconds (0: {zero})", True
+        number: float
+        if found.source == ENVIRONMENT:
+            try:
+                number = float(str(found.value).strip())
+            except ValueError:
+                if floor_ok:
+                    raise ConfigError(f"{found.where()}; {hint}.") from None
+                raise ConfigError(f"{found.where()} is not a number; {hint}.") from None
+        elif isinstance(found.value, int | float) and not isinstance(found.value, bool):
+            number = float(found.value)
+        elif floor_ok:
+            raise ConfigError(f"{found.where()}; {hint}.")
+        else:
+            raise ConfigError(
+                f"{found.where(with_type=True)}; use an int or a float, seconds above 0."
+            )
+        if not math.isfinite(number) or number < 0 or (number == 0 and not floor_ok):
+            raise ConfigError(f"{found.where()}; {hint}.")
+        return number
+
+    def count(self, name: str, default: int) -> int:
+        """A whole number of at least 1."""
+        found = self.get(name)
+        if found is None:
+            return default
+        number: int
+        if found.source == ENVIRONMENT:
+            try:
+                number = int(str(found.value))
+            except ValueError:
+                raise ConfigError(
+                    f"{found.where()} is not an integer; use a whole number of at least 1."
+                ) from None
+        elif isinstance(found.value, int) and not isinstance(found.value, bool):
+            number = found.value
+        else:
+            raise ConfigError(f"{found.where(with_type=True)}; use an int of at least 1.")
+        if number < 1:
+            raise ConfigError(f"{found.where()}; use a whole number of at least 1.")
+        return number
+
+    def positive_bytes(self, name: str, default: int) -> int:
+        """A positive whole number of bytes."""
+        found = self.get(name)
+        if found is None:
+            return default
+        hint = "use a positive whole number of bytes."
+        if found.source == ENVIRONMENT:
+            word = str(found.value).strip()
+            if not (word.isascii() and word.isdigit()) or int(word) <= 0:
+                raise ConfigError(f"{found.where()}; {hint}")
+            return int(word)
+        value = found.value
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{found.where()}; {hint}")
+        return value
+
+    def codec_keys(self) -> KeyRing | None:
+        """The payload encryption keys (worker/codec.py), the file read now, so that a missing
+        or malformed key file is a clear error at start, not a firing that cannot decrypt."""
+        found = self.get(KEYS_FILE)
+        path: object = None if found is None else found.value
+        if found is not None and not isinstance(path, str | os.PathLike):
+            raise ConfigError(f"{found.where(with_type=True)}; use a str or a pathlib.Path.")
+        current = self.text(CURRENT_KEY_ID)
+        return load_keys(cast("str | os.PathLike[str] | None", path), current)
+
+
 def routes() -> object:
     """``TRIGGER_RELAY_ROUTES``: ``{trigger name (str) or trigger pk (int): route}``.
 
     Returned unvalidated: the system checks report a malformed value and
-    :func:`trigger_relay.routing.route_for` refuses to guess.
+    :func:`trigger_relay.firing.routes.route_for` refuses to guess.
     """
     value: object = getattr(settings, "TRIGGER_RELAY_ROUTES", {})
     return value
@@ -81,22 +272,10 @@ def retry_application_errors() -> bool:
     code (an action, a condition, ``get_user_context``) raises. Default False, as dj-triggers
     on Celery, which never retries: a retry repeats what the action did outside the database.
 
-    The environment wins over the Django setting (one environment configures the daemon and
-    the worker). Raises ``ValueError`` naming the variable for a value that is not a boolean.
+    Read by :class:`Layers` (the environment wins; empty counts as unset). Raises
+    :class:`ConfigError` naming the variable for a value that is not a boolean.
     """
-    raw = os.environ.get(RETRY_APPLICATION_ERRORS)
-    if raw is not None:
-        word = raw.strip().lower()
-        if word in _TRUE or word in _FALSE:
-            return word in _TRUE
-        raise ValueError(
-            f"{RETRY_APPLICATION_ERRORS}={raw!r} in the environment is not a boolean; "
-            "use true or false."
-        )
-    value: object = getattr(settings, RETRY_APPLICATION_ERRORS, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"settings.{RETRY_APPLICATION_ERRORS} is {value!r}; use True or False.")
-    return value
+    return Layers().flag(RETRY_APPLICATION_ERRORS)
 
 
 #: What a Temporal-routed firing outside ``transaction.atomic()`` does (guarantees §2.2).
@@ -119,28 +298,10 @@ def fire_outside_atomic() -> OutsideAtomic:
     ``trigger_relay`` logger, once per call site), ``"error"`` (raise, write nothing) or
     ``"ignore"``.
 
-    The environment wins over the Django setting, as for the other ``TRIGGER_RELAY_*``
-    settings; an empty variable counts as unset. Raises ``ValueError`` naming the setting
-    for any other value.
+    Read by :class:`Layers`. Raises :class:`ConfigError` naming the setting for any other
+    value.
     """
-    raw = os.environ.get(FIRE_OUTSIDE_ATOMIC)
-    if raw is not None and raw.strip():
-        word = raw.strip().lower()
-        for allowed in OUTSIDE_ATOMIC_VALUES:
-            if word == allowed:
-                return allowed
-        raise ValueError(
-            f"{FIRE_OUTSIDE_ATOMIC}={raw!r} in the environment; use one of "
-            f"{', '.join(OUTSIDE_ATOMIC_VALUES)}."
-        )
-    value: object = getattr(settings, FIRE_OUTSIDE_ATOMIC, OUTSIDE_ATOMIC_WARN)
-    for allowed in OUTSIDE_ATOMIC_VALUES:
-        if isinstance(value, str) and value == allowed:
-            return allowed
-    raise ValueError(
-        f"settings.{FIRE_OUTSIDE_ATOMIC} is {value!r}; use one of "
-        f"{', '.join(map(repr, OUTSIDE_ATOMIC_VALUES))}."
-    )
+    return Layers().choice(FIRE_OUTSIDE_ATOMIC, OUTSIDE_ATOMIC_VALUES, OUTSIDE_ATOMIC_WARN)
 
 
 #: How long the firing's transaction waits for a lock (``Activity.lock``'s row, a unique
@@ -157,10 +318,10 @@ def lock_timeout_seconds() -> float:
     pin the worker's threads. A wait that times out is an infrastructure error: the attempt
     rolls back and Temporal retries it. ``0`` waits forever (PostgreSQL's default).
 
-    The environment wins over the Django setting. Raises ``ValueError`` naming the setting
-    for a value that is not a non-negative number of seconds.
+    Read by :class:`Layers`. Raises :class:`ConfigError` naming the setting for a value that
+    is not a non-negative number of seconds.
     """
-    return _seconds(LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT_SECONDS, zero="no bound")
+    return Layers().seconds(LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT_SECONDS, zero="no bound")
 
 
 #: The site runs without Celery (guarantees §2.5): a trigger routed to Celery is a warning.
@@ -169,10 +330,9 @@ CELERY_FREE: Final = "TRIGGER_RELAY_CELERY_FREE"
 
 def celery_free() -> bool:
     """``TRIGGER_RELAY_CELERY_FREE``: the site has retired Celery; every trigger must route to
-    Temporal (system check trigger_relay.W002). Default False. The environment wins over the
-    Django setting. Raises ``ValueError`` naming the setting for a value that is not a
-    boolean."""
-    return _flag(CELERY_FREE)
+    Temporal (system check trigger_relay.W002). Default False. Read by :class:`Layers`;
+    raises :class:`ConfigError` naming the setting for a value that is not a boolean."""
+    return Layers().flag(CELERY_FREE)
 
 
 #: A ``TRIGGER_RELAY_ROUTES`` key that matches no trigger is an error, not a warning.
@@ -186,25 +346,9 @@ def strict_checks() -> bool:
     ``migrate`` runs this database check, so an error would let what is done to data stop
     the next deploy. A site turns it on where it wants a typo to fail (CI's ``manage.py
     check --database default``). The environment wins over the Django setting, so CI can
-    set it alone. Raises ``ValueError`` naming the setting for a value that is not a
+    set it alone. Raises :class:`ConfigError` naming the setting for a value that is not a
     boolean."""
-    return _flag(STRICT_CHECKS)
-
-
-def _flag(name: str) -> bool:
-    """A boolean from the environment (which wins; an empty variable counts as unset) or the
-    Django setting ``name``, else False. Raises ``ValueError`` naming the setting and where
-    the value came from, so that a system check can say which one to fix."""
-    raw = os.environ.get(name)
-    if raw is not None and raw.strip():
-        word = raw.strip().lower()
-        if word in _TRUE or word in _FALSE:
-            return word in _TRUE
-        raise ValueError(f"{name}={raw!r} in the environment is not a boolean; use true or false.")
-    value: object = getattr(settings, name, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"settings.{name} is {value!r}; use True or False.")
-    return value
+    return Layers().flag(STRICT_CHECKS)
 
 
 #: How long the activity worker keeps a database connection between activities
@@ -225,43 +369,14 @@ def worker_conn_max_age() -> float:
     small, fixed thread pool, where a new connection per activity (a fork of a PostgreSQL
     backend, authentication, TLS) costs more than the firing's own statements.
 
-    The environment wins over the Django setting; an empty variable, or ``None`` in Django
-    settings, counts as unset (as for the worker's other settings). Raises ``ValueError``
-    naming the setting for a value that is not a non-negative number of seconds.
+    Read by :class:`Layers`. Raises :class:`ConfigError` naming the setting for a value that
+    is not a non-negative number of seconds.
     """
-    return _seconds(
+    return Layers().seconds(
         WORKER_CONN_MAX_AGE,
         DEFAULT_WORKER_CONN_MAX_AGE_SECONDS,
         zero="a new connection for every activity",
     )
-
-
-def _seconds(name: str, default: float, *, zero: str) -> float:
-    """A non-negative, finite number of seconds from the environment (which wins; empty
-    counts as unset) or the Django setting ``name`` (``None`` counts as unset), else
-    ``default``. Raises ``ValueError`` naming the setting and where the value came from;
-    ``zero`` says what 0 means, in the message."""
-    hint = f"use a number of seconds (0: {zero})."
-    raw = os.environ.get(name)
-    if raw is not None and raw.strip():
-        try:
-            seconds = float(raw.strip())
-        except ValueError:
-            seconds = -1.0
-        if not seconds >= 0 or seconds == float("inf"):
-            raise ValueError(f"{name}={raw!r} in the environment; {hint}")
-        return seconds
-    value: object = getattr(settings, name, None)
-    if value is None:
-        return default
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not value >= 0
-        or value == float("inf")
-    ):
-        raise ValueError(f"settings.{name} is {value!r}; {hint}")
-    return float(value)
 
 
 #: The Temporal UI's address (``http://127.0.0.1:8233``, ``https://cloud.temporal.io``):
@@ -299,14 +414,13 @@ def temporal_ui_url_problem(value: object) -> str | None:
 
 
 def temporal_namespace() -> str:
-    """``TRIGGER_RELAY_TEMPORAL_NAMESPACE`` from the environment, else Django settings, else
-    ``default``: the namespace ``trigger_relay_worker`` uses."""
-    for value in (
-        os.environ.get(TEMPORAL_NAMESPACE),
-        getattr(settings, TEMPORAL_NAMESPACE, None),
-    ):
-        if isinstance(value, str) and value.strip():
-            return value.strip()
+    """``TRIGGER_RELAY_TEMPORAL_NAMESPACE`` (read by :class:`Layers`), else ``default``: the
+    namespace ``trigger_relay_worker`` uses. Only links to the Temporal UI are made of it on
+    the web side, so a value that is not a string (which the worker refuses) is ignored here
+    rather than failing an admin page."""
+    found = Layers().get(TEMPORAL_NAMESPACE)
+    if found is not None and isinstance(found.value, str):
+        return found.value.strip()
     return "default"
 
 
@@ -336,15 +450,15 @@ SITE: Final = "TRIGGER_RELAY_SITE"
 
 
 def site_setting() -> str | None:
-    """``TRIGGER_RELAY_SITE`` from the environment, else Django settings; None when unset or
-    blank (the database's ``trigger_relay_site`` row is the identity then)."""
-    for value in (os.environ.get(SITE), getattr(settings, SITE, None)):
-        if isinstance(value, str) and value.strip():
-            return value.strip()
+    """``TRIGGER_RELAY_SITE`` (read by :class:`Layers`); None when unset or blank (the
+    database's ``trigger_relay_site`` row is the identity then)."""
+    found = Layers().get(SITE)
+    if found is not None and isinstance(found.value, str):
+        return found.value.strip()
     return None
 
 
-#: Payload encryption (trigger_relay/codec.py; docs/operations.md, "Encrypting payloads"):
+#: Payload encryption (trigger_relay/worker/codec.py; docs/operations.md, "Encrypting payloads"):
 #: the daemon's variables, so that one environment configures both.
 KEYS_FILE: Final = "TRIGGER_RELAY_CODEC_KEYS_FILE"
 CURRENT_KEY_ID: Final = "TRIGGER_RELAY_CODEC_CURRENT_KEY_ID"
@@ -355,7 +469,7 @@ _KEY_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _GENERATE: Final = "generate one with `openssl rand -base64 32`"
 
 
-class KeyFileError(ValueError):
+class KeyFileError(ConfigError):
     """The key settings are unusable; the message names the setting, the file and the line,
     never a key."""
 
@@ -450,20 +564,10 @@ def load_keys(keys_file: str | os.PathLike[str] | None, current: str | None) -> 
 
 def codec_keys() -> KeyRing | None:
     """``TRIGGER_RELAY_CODEC_KEYS_FILE`` (a ``str`` or a ``pathlib.Path``) and
-    ``TRIGGER_RELAY_CODEC_CURRENT_KEY_ID``, each from the environment (which wins; empty
-    counts as unset) or Django settings: the keys, or None when neither is set. Raises
-    :class:`KeyFileError` naming the setting, the file and the line, never a key."""
-    keys_file: object = os.environ.get(KEYS_FILE, "").strip() or getattr(settings, KEYS_FILE, None)
-    current: object = os.environ.get(CURRENT_KEY_ID, "").strip() or getattr(
-        settings, CURRENT_KEY_ID, None
-    )
-    if isinstance(keys_file, str) and not keys_file.strip():
-        keys_file = None
-    if keys_file is not None and not isinstance(keys_file, str | os.PathLike):
-        raise KeyFileError(f"settings.{KEYS_FILE} is {keys_file!r}; use a str or a pathlib.Path.")
-    if current is not None and not isinstance(current, str):
-        raise KeyFileError(f"settings.{CURRENT_KEY_ID} is {current!r}; use a str.")
-    return load_keys(keys_file, current)
+    ``TRIGGER_RELAY_CODEC_CURRENT_KEY_ID``, read by :class:`Layers`: the keys, or None when
+    neither is set. Raises :class:`ConfigError` (a :class:`KeyFileError` for the file) naming
+    the setting, the file and the line, never a key."""
+    return Layers().codec_keys()
 
 
 #: The largest context ``Event.fire()`` accepts for a Temporal-routed firing (README,
@@ -484,33 +588,14 @@ def max_context_bytes() -> int:
     context may take as JSON text (UTF-8, as PostgreSQL prints the stored ``jsonb``);
     ``fire()`` refuses a larger one. Default 1,000,000.
 
-    The environment wins over the Django setting; an empty variable, or ``None`` in Django
-    settings, counts as unset. Raises ``ValueError`` naming the setting for a value that is
-    not a positive whole number of bytes (system check trigger_relay.E016)."""
-    return _positive_bytes(MAX_CONTEXT_BYTES, DEFAULT_MAX_CONTEXT_BYTES)
+    Read by :class:`Layers`. Raises :class:`ConfigError` naming the setting for a value that
+    is not a positive whole number of bytes (system check trigger_relay.E016)."""
+    return Layers().positive_bytes(MAX_CONTEXT_BYTES, DEFAULT_MAX_CONTEXT_BYTES)
 
 
 def daemon_max_input_bytes() -> int:
     """The daemon's ``TRIGGER_RELAY_MAX_INPUT_BYTES`` as far as this process can know it:
     the environment (which configures the daemon), else the Django setting of that name,
-    else the daemon's default, 2 MiB. Raises ``ValueError`` naming the setting for a value
-    the daemon would refuse to start with."""
-    return _positive_bytes(DAEMON_MAX_INPUT_BYTES, DEFAULT_DAEMON_MAX_INPUT_BYTES)
-
-
-def _positive_bytes(name: str, default: int) -> int:
-    """A positive whole number of bytes from the environment (which wins; empty counts as
-    unset) or the Django setting ``name`` (``None`` counts as unset), else ``default``."""
-    hint = "use a positive whole number of bytes."
-    raw = os.environ.get(name)
-    if raw is not None and raw.strip():
-        word = raw.strip()
-        if not (word.isascii() and word.isdigit()) or int(word) <= 0:
-            raise ValueError(f"{name}={raw!r} in the environment; {hint}")
-        return int(word)
-    value: object = getattr(settings, name, None)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"settings.{name} is {value!r}; {hint}")
-    return value
+    else the daemon's default, 2 MiB. Raises :class:`ConfigError` naming the setting for a
+    value the daemon would refuse to start with."""
+    return Layers().positive_bytes(DAEMON_MAX_INPUT_BYTES, DEFAULT_DAEMON_MAX_INPUT_BYTES)

@@ -1,4 +1,7 @@
-"""The outbox table, owned by ``sql/schema/`` (guarantees §1) and mapped here unmanaged."""
+"""Every model of the add-on: the outbox and the action ledger, owned by ``sql/schema/``
+(guarantees §1, §3.4) and mapped here unmanaged; each trigger's route (guarantees §2.3); and
+who performs each of dj-triggers' Celery tasks (guarantees §2.5). Their order is that of
+their content types and permissions."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
+from trigger_relay import conf
+from trigger_relay.compat import HAS_COMPOSITE_PRIMARY_KEY
 from trigger_relay.compat import database_default
 from trigger_relay.states import State
 
@@ -64,14 +69,86 @@ class OutboxRow(models.Model):
         return f"outbox row {self.pk} ({self.state})"
 
 
-# The ledger, the routes and the Celery task claims live in their own modules (one job per
-# module), none of which imports this one; importing them here registers them.
-from trigger_relay.ledger import LedgerEntry  # noqa: E402
-from trigger_relay.routes import TriggerRoute  # noqa: E402
+class LedgerEntry(models.Model):
+    """One completed action of an outbox row. The table's key is (outbox_id, action_id).
 
-# isort: split
-# Registered last, as when it was defined in trigger_relay.adoption: the app's models keep
-# their order (that of their content types and permissions).
-from trigger_relay.claims import CeleryTaskClaim  # noqa: E402
+    Django 5.2 maps that key (``CompositePrimaryKey``). Older versions need a single-column
+    primary key: ``idempotency_key`` stands in for it, being made of exactly the two key
+    columns (``idempotency_key(outbox_id, action_id)``), so that an entry's ``save()`` or
+    ``delete()`` still touches that entry alone. The add-on itself only inserts entries and
+    reads them by ``outbox_id``.
+    """
 
-__all__ = ["CeleryTaskClaim", "LedgerEntry", "OutboxRow", "TriggerRoute"]
+    if HAS_COMPOSITE_PRIMARY_KEY:
+        pk = models.CompositePrimaryKey("outbox_id", "action_id")
+    outbox = models.ForeignKey(
+        "trigger_relay.OutboxRow",
+        on_delete=models.DO_NOTHING,
+        db_column="outbox_id",
+        related_name="ledger_entries",
+    )
+    action_id = models.BigIntegerField(_("action id"))
+    generation = models.IntegerField(_("generation"))
+    idempotency_key = models.TextField(
+        _("idempotency key"), primary_key=not HAS_COMPOSITE_PRIMARY_KEY
+    )
+    performed_at = models.DateTimeField(_("performed at"), **database_default(Now()))
+
+    class Meta:
+        managed = False
+        db_table = "trigger_relay_action_ledger"
+        verbose_name = _("ledger entry")
+        verbose_name_plural = _("ledger entries")
+
+    def __str__(self) -> str:
+        return f"outbox row {self.outbox_id}, action {self.action_id}"
+
+
+class TriggerRoute(models.Model):
+    """The route of one trigger, by pk: renaming the trigger keeps it."""
+
+    class Route(models.TextChoices):
+        TEMPORAL = conf.TEMPORAL, _("Temporal")
+        CELERY = conf.CELERY, _("Celery")
+
+    trigger = models.OneToOneField(
+        "triggers.Trigger",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="relay_route",
+        verbose_name=_("trigger"),
+    )
+    route = models.CharField(_("route"), max_length=16, choices=Route.choices)
+    changed_at = models.DateTimeField(_("changed at"), auto_now=True)
+    #: Who set it: ``admin: <username>``, ``manage.py trigger_relay_route``, ``rename``.
+    changed_by = models.CharField(_("changed by"), max_length=200, blank=True, default="")
+
+    class Meta:
+        db_table = "trigger_relay_route"
+        verbose_name = _("trigger route")
+        verbose_name_plural = _("trigger routes")
+
+    def __str__(self) -> str:
+        return f"trigger {self.trigger_id} → {self.route}"
+
+
+class CeleryTaskClaim(models.Model):
+    """Who performs the firing of one ``handle_event`` task: Temporal or Celery."""
+
+    class Owner(models.TextChoices):
+        TEMPORAL = "temporal", _("Temporal (adopted)")
+        CELERY = "celery", _("Celery (started by a worker)")
+
+    task_id = models.CharField(_("Celery task id"), max_length=255, primary_key=True)
+    owner = models.CharField(_("owner"), max_length=16, choices=Owner.choices)
+    #: The outbox row written for an adopted task (``temporal``); NULL for ``celery``.
+    outbox_id = models.BigIntegerField(_("outbox row id"), null=True, blank=True)
+    claimed_at = models.DateTimeField(_("claimed at"), auto_now_add=True)
+
+    class Meta:
+        db_table = "trigger_relay_celery_claim"
+        verbose_name = _("Celery task claim")
+        verbose_name_plural = _("Celery task claims")
+
+    def __str__(self) -> str:
+        return f"Celery task {self.task_id} → {self.owner}"

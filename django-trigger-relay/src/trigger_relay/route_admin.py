@@ -22,10 +22,10 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from trigger_relay import conf
-from trigger_relay.routes import ResolvedRoute
-from trigger_relay.routes import TriggerRoute
-from trigger_relay.routes import resolve_from_settings
-from trigger_relay.routes import set_routes
+from trigger_relay.firing.routes import ResolvedRoute
+from trigger_relay.firing.routes import resolve_from_settings
+from trigger_relay.firing.routes import set_routes
+from trigger_relay.models import TriggerRoute
 
 CHANGE_ROUTE_PERMISSION = "trigger_relay.change_triggerroute"
 

@@ -1,25 +1,14 @@
-"""Which way a firing goes: Temporal (the outbox) or Celery (dj-triggers' own task)."""
+"""Deprecated: the 0.1 path of :mod:`trigger_relay.firing.routes` (docs/architecture.md shows
+the add-on's parts). Importing it warns; it goes in 0.3."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import warnings
 
-from trigger_relay import conf
-from trigger_relay.routes import resolve
-from trigger_relay.routes import settings_have_names
+from trigger_relay.firing.routes import *  # noqa: F403
 
-if TYPE_CHECKING:
-    from triggers.models import Event
-
-
-def route_for(event: Event) -> conf.Route:
-    """Route of ``event``'s trigger as it is now (guarantees §2.3): its stored route, else
-    ``TRIGGER_RELAY_ROUTES`` (pk, then name), else ``TRIGGER_RELAY_DEFAULT_ROUTE``; see
-    :mod:`trigger_relay.routes`. Read in the firing's transaction, so a flip committed by
-    any process takes effect at the next firing. A malformed setting raises
-    ``ImproperlyConfigured`` rather than guessing where a firing should go.
-    """
-    # Event.fire() has already loaded the trigger, so its name costs no query; it is only
-    # read when settings route by name.
-    name = event.trigger.name if settings_have_names() else None
-    return resolve(event.trigger_id, name).route
+warnings.warn(
+    "trigger_relay.routing is deprecated; import route_for from trigger_relay.firing.routes",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -18,7 +18,7 @@ from tests_support.harness import Harness
 from tests_support.harness import HarnessError
 from tests_support.processes import free_port
 from trigger_relay.models import OutboxRow
-from trigger_relay.worker import METRICS_ADDR
+from trigger_relay.worker.settings import METRICS_ADDR
 
 #: A failing action fails the row at its first attempt (not retried: an error of the site).
 DAEMON_ENV = {

@@ -2,7 +2,7 @@
 guarantees §3.4), from the copy frozen below.
 
 The ledger's key is (outbox_id, action_id): Django 5.2 maps it as a ``CompositePrimaryKey``,
-older versions with ``idempotency_key`` standing in (see ``trigger_relay.ledger``).
+older versions with ``idempotency_key`` standing in (see ``trigger_relay.models.LedgerEntry``).
 
 Reversing drops the ledger and forgets schema version 2.
 """

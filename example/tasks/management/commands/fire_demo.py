@@ -11,8 +11,8 @@ from triggers.models import Trigger
 
 from tasks.models import HourlyClockEvent
 from tasks.models import Task
+from trigger_relay.firing.routes import route_for
 from trigger_relay.models import OutboxRow
-from trigger_relay.routing import route_for
 
 
 class Command(BaseCommand):

@@ -21,10 +21,12 @@ from django.core.management.base import CommandError
 from django.core.management.base import CommandParser
 from django.utils import timezone
 
-from trigger_relay import adoption
 from trigger_relay import conf
+from trigger_relay.celery import adoption
+from trigger_relay.celery import broker
+from trigger_relay.firing.routes import resolve
 from trigger_relay.management.triggers import select_triggers
-from trigger_relay.routes import resolve
+from trigger_relay.models import CeleryTaskClaim
 
 PROGRESS_EVERY = 50
 
@@ -59,8 +61,8 @@ class Command(BaseCommand):
         selected = self._select(options["trigger"])
         dry_run: bool = options["dry_run"]
         try:
-            tasks = list(adoption.find_tasks(queues=options["queue"]))
-        except adoption.UnsupportedBroker as exc:
+            tasks = list(broker.find_tasks(queues=options["queue"]))
+        except broker.UnsupportedBroker as exc:
             raise CommandError(f"Cannot read the waiting tasks: {exc}.") from exc
         where = Counter(task.where for task in tasks)
         self.stdout.write(
@@ -86,7 +88,7 @@ class Command(BaseCommand):
 
     def _one(
         self,
-        task: adoption.WaitingTask,
+        task: broker.WaitingTask,
         events: dict[Any, int],
         routes: dict[int, str],
         selected: set[int] | None,
@@ -109,9 +111,9 @@ class Command(BaseCommand):
             return f"skipped: trigger {trigger_id} is routed to celery (route it to temporal first)"
         if dry_run:
             owner = claimed.get(task.task_id)
-            if owner == adoption.CeleryTaskClaim.Owner.TEMPORAL:
+            if owner == CeleryTaskClaim.Owner.TEMPORAL:
                 return adoption.ALREADY_ADOPTED
-            if owner == adoption.CeleryTaskClaim.Owner.CELERY:
+            if owner == CeleryTaskClaim.Owner.CELERY:
                 return adoption.STARTED_IN_CELERY
             return "would adopt"
         result, _row = adoption.adopt(task, trigger_id)

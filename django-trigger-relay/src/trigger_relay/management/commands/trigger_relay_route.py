@@ -17,9 +17,9 @@ from django.core.management.base import CommandError
 from django.core.management.base import CommandParser
 
 from trigger_relay import conf
+from trigger_relay.firing.routes import resolve
+from trigger_relay.firing.routes import set_routes
 from trigger_relay.management.triggers import select_triggers
-from trigger_relay.routes import resolve
-from trigger_relay.routes import set_routes
 
 CHANGED_BY = "manage.py trigger_relay_route"
 

@@ -25,12 +25,12 @@ from django.core.management.base import CommandParser
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from trigger_relay import conf
-from trigger_relay.adoption import CeleryTaskClaim
-from trigger_relay.adoption import UnsupportedBroker
-from trigger_relay.adoption import existing_claims
-from trigger_relay.adoption import find_tasks
+from trigger_relay.celery.adoption import existing_claims
+from trigger_relay.celery.broker import UnsupportedBroker
+from trigger_relay.celery.broker import find_tasks
 from trigger_relay.checks import unmatched_route_keys
-from trigger_relay.routes import resolve
+from trigger_relay.firing.routes import resolve
+from trigger_relay.models import CeleryTaskClaim
 
 CAN_STOP = "Celery holds nothing for dj-triggers: it can be stopped."
 

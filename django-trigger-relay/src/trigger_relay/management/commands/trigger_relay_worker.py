@@ -30,7 +30,8 @@ class Command(BaseCommand):
         # Imported here, so that a missing Temporal SDK is a CommandError, not a traceback
         # from Django's command loader.
         try:
-            worker = importlib.import_module("trigger_relay.worker")
+            worker_settings = importlib.import_module("trigger_relay.worker.settings")
+            worker = importlib.import_module("trigger_relay.worker.process")
         except ModuleNotFoundError as exc:
             if (exc.name or "").partition(".")[0] != "temporalio":
                 raise
@@ -39,13 +40,13 @@ class Command(BaseCommand):
                 "django-trigger-relay, is not installed: pip install 'temporalio>=1.35,<2'"
             ) from exc
         try:
-            settings = worker.WorkerSettings.from_django()
-        except worker.ConfigError as exc:
+            settings = worker_settings.WorkerSettings.from_django()
+        except worker_settings.ConfigError as exc:
             raise CommandError(str(exc)) from exc
         failure: CommandError | None = None
         try:
             asyncio.run(worker.run(settings))
-        except worker.ConfigError as exc:
+        except worker_settings.ConfigError as exc:
             # A setting that Temporal's SDK refused: the message names it, no traceback.
             failure = CommandError(str(exc))
         except worker.WorkerFailed as exc:

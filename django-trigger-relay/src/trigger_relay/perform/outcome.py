@@ -27,10 +27,10 @@ from django.db import router
 
 from trigger_relay import queries
 from trigger_relay.models import OutboxRow
-from trigger_relay.perform import Caller
-from trigger_relay.perform import FiringResult
-from trigger_relay.perform import perform
-from trigger_relay.workflow_input import WorkflowInput
+from trigger_relay.perform.core import Caller
+from trigger_relay.perform.core import FiringResult
+from trigger_relay.perform.core import perform
+from trigger_relay.perform.workflow_input import WorkflowInput
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def recorder_for(firing: WorkflowInput, workflow_id: str, run_id: str) -> Outcom
 def perform_and_record(
     firing: WorkflowInput, recorder: OutcomeRecorder | None, caller: Caller | None = None
 ) -> FiringResult:
-    """:func:`trigger_relay.perform.perform` on behalf of ``caller``, with the outcome on the
+    """:func:`trigger_relay.perform.core.perform` on behalf of ``caller``, with the outcome on the
     row when it returns: ``done`` from inside the actions' transaction, any other outcome (a
     skip, a replay of a finished row) right after, on its own. Nothing is recorded when
     ``perform`` raises: the attempt rolled back, and the workflow retries it or records the

@@ -1,19 +1,16 @@
-"""The Python activity worker (guarantees §2.4, §5.3, §5.4): serves ``perform_firing`` on the
-Django task queue, on a thread pool, until SIGTERM or SIGINT.
+"""The Python activity worker's process (guarantees §2.4, §5.3, §5.4): serves
+``perform_firing`` on the Django task queue, on a thread pool, until SIGTERM or SIGINT.
 
-Connection settings use the daemon's variable names, so one environment serves both. The
-command also reads them from Django settings; the environment wins (as conf.py's settings).
-Temporal is waited for at start, as the daemon waits: an address where nothing answers yet
-or a namespace not created yet is retried with backoff, one log line per attempt.
+Its settings are :class:`trigger_relay.worker.settings.WorkerSettings`. Temporal is waited
+for at start, as the daemon waits: an address where nothing answers yet or a namespace not
+created yet is retried with backoff, one log line per attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import logging
-import math
 import os
 import random
 import re
@@ -23,10 +20,7 @@ import time
 import weakref
 from collections.abc import Awaitable
 from collections.abc import Iterator
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from dataclasses import field
 from datetime import timedelta
 from pathlib import Path
 from typing import Final
@@ -39,37 +33,26 @@ from temporalio.runtime import Runtime
 from temporalio.runtime import TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.service import RPCStatusCode
-from temporalio.service import TLSConfig
 from temporalio.worker import Worker
 
-from trigger_relay import codec
 from trigger_relay import conf
-from trigger_relay import metrics
-from trigger_relay.activities import perform_firing
-from trigger_relay.conf import KeyRing
+from trigger_relay.perform import metrics
+from trigger_relay.perform.activity import perform_firing
+from trigger_relay.worker import codec
+from trigger_relay.worker.settings import ADDRESS
+from trigger_relay.worker.settings import API_KEY
+from trigger_relay.worker.settings import CODEC_CURRENT_KEY_ID
+from trigger_relay.worker.settings import CODEC_KEYS_FILE
+from trigger_relay.worker.settings import METRICS_ADDR
+from trigger_relay.worker.settings import NAMESPACE
+from trigger_relay.worker.settings import TLS_CERT
+from trigger_relay.worker.settings import ConfigError
+from trigger_relay.worker.settings import WorkerSettings
 
+# The logger's name predates the package (docs and sites' LOGGING name it).
 logger = logging.getLogger("trigger_relay.worker")
 
 T = TypeVar("T")
-
-ADDRESS: Final = "TRIGGER_RELAY_TEMPORAL_ADDRESS"
-NAMESPACE: Final = "TRIGGER_RELAY_TEMPORAL_NAMESPACE"
-TASK_QUEUE: Final = "TRIGGER_RELAY_DJANGO_TASK_QUEUE"
-API_KEY: Final = "TRIGGER_RELAY_TEMPORAL_API_KEY"
-TLS_CA: Final = "TRIGGER_RELAY_TEMPORAL_TLS_CA"
-TLS_CERT: Final = "TRIGGER_RELAY_TEMPORAL_TLS_CERT"
-TLS_KEY: Final = "TRIGGER_RELAY_TEMPORAL_TLS_KEY"
-TLS_SERVER_NAME: Final = "TRIGGER_RELAY_TEMPORAL_TLS_SERVER_NAME"
-CONCURRENCY: Final = "TRIGGER_RELAY_WORKER_CONCURRENCY"
-SHUTDOWN_SECONDS: Final = "TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS"
-METRICS_ADDR: Final = "TRIGGER_RELAY_WORKER_METRICS_ADDR"
-CODEC_KEYS_FILE: Final = conf.KEYS_FILE
-CODEC_CURRENT_KEY_ID: Final = conf.CURRENT_KEY_ID
-
-#: Where a value was set, as log lines and errors name it.
-ENVIRONMENT: Final = "the environment"
-DJANGO_SETTINGS: Final = "Django settings"
-DEFAULT: Final = "the default"
 
 #: Waits between attempts to reach Temporal at start: doubling from the first to the cap.
 BACKOFF_INITIAL_SECONDS: Final = 1.0
@@ -83,284 +66,8 @@ ATTEMPT_TIMEOUT_SECONDS: Final = 10.0
 RELEASE_TIMEOUT_SECONDS: Final = 10.0
 
 
-class ConfigError(ValueError):
-    """A setting of the worker is unusable; the message names the setting and where it was
-    set. Retrying cannot help, so the worker stops at once."""
-
-
 class WorkerFailed(RuntimeError):
     """The worker could not start or keep serving; the log has the traceback."""
-
-
-@dataclass(frozen=True)
-class _Found:
-    """A setting's value and where it was set."""
-
-    name: str
-    value: object
-    source: str
-    secret: bool = False
-
-    def where(self, *, with_type: bool = False) -> str:
-        """How errors name the value: as the operator wrote it, and where."""
-        shown = "***" if self.secret else repr(self.value)
-        if self.source == ENVIRONMENT:
-            return f"{self.name}={shown} in the environment"
-        kind = f" (type {type(self.value).__name__})" if with_type else ""
-        return f"settings.{self.name} is {shown}{kind}"
-
-
-class _Layers:
-    """The environment over Django settings (when given): the first that has a value gives
-    it. An empty or blank value, or ``None`` in Django settings, counts as unset, as in
-    conf.py; a site's ``settings.py`` often passes on ``os.environ.get(name, "")``."""
-
-    def __init__(self, environ: Mapping[str, str], django_settings: object | None) -> None:
-        self._environ = environ
-        self._django_settings = django_settings
-        self.sources: dict[str, str] = {}
-
-    def get(self, name: str, *, secret: bool = False) -> _Found | None:
-        raw = self._environ.get(name)
-        if raw is not None and raw.strip():
-            found = _Found(name, raw, ENVIRONMENT, secret)
-        else:
-            value: object = getattr(self._django_settings, name, None)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                return None
-            found = _Found(name, value, DJANGO_SETTINGS, secret)
-        self.sources[name] = found.source
-        return found
-
-    def text(self, name: str, *, secret: bool = False) -> str | None:
-        found = self.get(name, secret=secret)
-        if found is None:
-            return None
-        if not isinstance(found.value, str):
-            raise ConfigError(f"{found.where(with_type=True)}; use a str.")
-        return found.value
-
-    def codec_keys(self) -> KeyRing | None:
-        """The payload encryption keys (trigger_relay/codec.py), read now, so that a missing
-        or malformed key file is a clear error at start, not a firing that cannot decrypt."""
-        found = self.get(CODEC_KEYS_FILE)
-        path: object = None if found is None else found.value
-        if path is not None and not isinstance(path, str | os.PathLike):
-            assert found is not None
-            raise ConfigError(f"{found.where(with_type=True)}; use a str or a pathlib.Path.")
-        try:
-            return conf.load_keys(path, self.text(CODEC_CURRENT_KEY_ID))
-        except conf.KeyFileError as exc:
-            raise ConfigError(str(exc)) from None
-
-    def pem_file(self, found: _Found | None) -> Path | None:
-        if found is None:
-            return None
-        value = found.value
-        if not isinstance(value, str | os.PathLike) or not isinstance(os.fspath(value), str):
-            raise ConfigError(f"{found.where(with_type=True)}; use a str or a pathlib.Path.")
-        path = Path(value)
-        # Read now, so that a wrong path is a clear error at start, not a connection that
-        # is retried for ever.
-        try:
-            content = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"{found.where()}: cannot read it: {exc.strerror or exc}.") from None
-        if b"-----BEGIN " not in content:
-            raise ConfigError(f"{found.where()}: not a PEM file (no '-----BEGIN' line).")
-        return path
-
-    def count(self, name: str, default: int) -> int:
-        found = self.get(name)
-        if found is None:
-            return default
-        number: int
-        if found.source == ENVIRONMENT:
-            try:
-                number = int(str(found.value))
-            except ValueError:
-                raise ConfigError(
-                    f"{found.where()} is not an integer; use a whole number of at least 1."
-                ) from None
-        elif isinstance(found.value, int) and not isinstance(found.value, bool):
-            number = found.value
-        else:
-            raise ConfigError(f"{found.where(with_type=True)}; use an int of at least 1.")
-        if number < 1:
-            raise ConfigError(f"{found.where()}; use a whole number of at least 1.")
-        return number
-
-    def socket_address(self, name: str) -> str | None:
-        """``host:port`` to listen on, the host an IP address (``[...]`` for IPv6): what the
-        SDK's Prometheus exporter binds (it takes no host name). None when unset."""
-        found = self.get(name)
-        if found is None:
-            return None
-        if not isinstance(found.value, str):
-            raise ConfigError(f"{found.where(with_type=True)}; use a str such as '127.0.0.1:9465'.")
-        value = found.value.strip()
-        problem = _socket_address_problem(value)
-        if problem is not None:
-            raise ConfigError(
-                f"{found.where()}: {problem}; use an IP address and a port, such as "
-                "127.0.0.1:9465, 0.0.0.0:9465 or [::]:9465."
-            )
-        return value
-
-    def seconds(self, name: str, default: float) -> float:
-        found = self.get(name)
-        if found is None:
-            return default
-        number: float
-        if found.source == ENVIRONMENT:
-            try:
-                number = float(str(found.value))
-            except ValueError:
-                raise ConfigError(
-                    f"{found.where()} is not a number; use a number of seconds above 0."
-                ) from None
-        elif isinstance(found.value, int | float) and not isinstance(found.value, bool):
-            number = float(found.value)
-        else:
-            raise ConfigError(
-                f"{found.where(with_type=True)}; use an int or a float, seconds above 0."
-            )
-        if not (number > 0 and math.isfinite(number)):
-            raise ConfigError(f"{found.where()}; use a number of seconds above 0.")
-        return number
-
-
-def _socket_address_problem(value: str) -> str | None:
-    """What is wrong with ``value`` as ``ip:port``, or None."""
-    host, colon, port = value.rpartition(":")
-    if not colon or not host:
-        return "not host:port"
-    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        return f"port {port!r} is not a number from 1 to 65535"
-    bracketed = host.startswith("[") and host.endswith("]")
-    try:
-        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
-    except ValueError:
-        return f"{host!r} is not an IP address (a host name is not accepted)"
-    if address.version == 6 and not bracketed:
-        return f"an IPv6 address goes in brackets: [{host}]:{port}"
-    return None
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """The worker's connection and capacity settings, validated (guarantees §5.4)."""
-
-    address: str = "127.0.0.1:7233"
-    namespace: str = "default"
-    task_queue: str = "trigger-relay-django"
-    # Never in the repr (logs, tracebacks, Django's error pages), as the daemon's "***".
-    api_key: str | None = field(default=None, repr=False)
-    # An https:// address (the daemon's URL form) asks for TLS, as it does of the daemon.
-    https: bool = False
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_server_name: str | None = None
-    max_concurrent: int = 8
-    shutdown_timeout: timedelta = timedelta(seconds=10)
-    #: ``ip:port`` of the Prometheus endpoint (``/metrics``); None: no metrics (the default).
-    metrics_addr: str | None = None
-    #: The payload encryption keys, the daemon's (TRIGGER_RELAY_CODEC_KEYS_FILE and
-    #: TRIGGER_RELAY_CODEC_CURRENT_KEY_ID); None: payloads travel as JSON.
-    codec_keys: KeyRing | None = None
-    #: Where each setting was set (a variable's name to ENVIRONMENT or DJANGO_SETTINGS), so
-    #: that a log line can say where to correct it.
-    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
-        """The settings from the environment alone (``os.environ`` by default)."""
-        return cls._load(_Layers(os.environ if environ is None else environ, None))
-
-    @classmethod
-    def from_django(
-        cls, environ: Mapping[str, str] | None = None, django_settings: object | None = None
-    ) -> WorkerSettings:
-        """The settings of ``manage.py trigger_relay_worker``: each ``TRIGGER_RELAY_*``
-        setting from the environment, else from Django settings, else the default.
-
-        Django settings may hold the natural Python types: ``str`` for text, ``int`` for
-        ``TRIGGER_RELAY_WORKER_CONCURRENCY``, ``int`` or ``float`` for
-        ``TRIGGER_RELAY_WORKER_SHUTDOWN_SECONDS``, ``str`` or ``pathlib.Path`` for the TLS
-        files and ``TRIGGER_RELAY_CODEC_KEYS_FILE``, ``str`` (``ip:port``) for
-        ``TRIGGER_RELAY_WORKER_METRICS_ADDR``. Raises
-        :class:`ConfigError` naming the setting and where it was set.
-        """
-        if django_settings is None:
-            from django.conf import settings
-
-            django_settings = settings
-        return cls._load(_Layers(os.environ if environ is None else environ, django_settings))
-
-    @classmethod
-    def _load(cls, layers: _Layers) -> WorkerSettings:
-        cert, key = layers.get(TLS_CERT), layers.get(TLS_KEY)
-        alone = cert if key is None else key if cert is None else None
-        if alone is not None:
-            raise ConfigError(
-                f"{TLS_CERT} and {TLS_KEY} go together (a client certificate and its key); "
-                f"only {alone.name} is set, in {alone.source}."
-            )
-        address = layers.text(ADDRESS) or cls.address
-        # The daemon takes a URL (http://host:port); the Python SDK takes host:port.
-        https = False
-        for scheme in ("http://", "https://"):
-            if address.lower().startswith(scheme):
-                address = address[len(scheme) :]
-                https = scheme == "https://"
-        return cls(
-            address=address.rstrip("/"),
-            https=https,
-            namespace=layers.text(NAMESPACE) or cls.namespace,
-            task_queue=layers.text(TASK_QUEUE) or cls.task_queue,
-            api_key=layers.text(API_KEY, secret=True),
-            tls_ca=layers.pem_file(layers.get(TLS_CA)),
-            tls_cert=layers.pem_file(cert),
-            tls_key=layers.pem_file(key),
-            tls_server_name=layers.text(TLS_SERVER_NAME),
-            max_concurrent=layers.count(CONCURRENCY, cls.max_concurrent),
-            shutdown_timeout=timedelta(seconds=layers.seconds(SHUTDOWN_SECONDS, 10)),
-            metrics_addr=layers.socket_address(METRICS_ADDR),
-            codec_keys=layers.codec_keys(),
-            sources=dict(layers.sources),
-        )
-
-    def source(self, name: str) -> str:
-        """Where the setting ``name`` was set: ENVIRONMENT, DJANGO_SETTINGS or DEFAULT."""
-        return self.sources.get(name, DEFAULT)
-
-    def where(self, name: str) -> str:
-        """Where the setting ``name`` was set, for log lines: so that the operator knows
-        what to correct, and where."""
-        source = self.source(name)
-        if source == ENVIRONMENT:
-            return f"{name} in the environment"
-        if source == DJANGO_SETTINGS:
-            return f"settings.{name}"
-        return f"the default; set {name}"
-
-    def tls_enabled(self) -> bool:
-        """As the daemon's ``tls_enabled``: an API key (Temporal Cloud), a CA, a client
-        certificate or an https:// address. A server name alone does not enable it."""
-        return bool(self.api_key or self.tls_ca or self.tls_cert or self.https)
-
-    def tls(self) -> TLSConfig | bool:
-        if not self.tls_enabled():
-            return False
-        if not (self.tls_ca or self.tls_cert or self.tls_server_name):
-            return True  # the system's roots
-        return TLSConfig(
-            server_root_ca_cert=self.tls_ca.read_bytes() if self.tls_ca else None,
-            client_cert=self.tls_cert.read_bytes() if self.tls_cert else None,
-            client_private_key=self.tls_key.read_bytes() if self.tls_key else None,
-            domain=self.tls_server_name,
-        )
 
 
 async def run(settings: WorkerSettings) -> None:
@@ -439,7 +146,7 @@ async def _until_released(runtime: weakref.ref[Runtime]) -> bool:
 
 def _runtime(settings: WorkerSettings) -> Runtime:
     """The SDK's runtime, with its Prometheus endpoint when ``TRIGGER_RELAY_WORKER_METRICS_ADDR``
-    is set: the SDK's own metrics and the add-on's (:mod:`trigger_relay.metrics`), durations
+    is set: the SDK's own metrics and the add-on's (:mod:`trigger_relay.perform.metrics`), durations
     in seconds. Raises :class:`ConfigError` naming the setting when the endpoint cannot listen
     (the port is taken, the address is not this machine's)."""
     address = settings.metrics_addr
@@ -457,10 +164,8 @@ def _runtime(settings: WorkerSettings) -> Runtime:
             )
         )
     except ValueError as exc:  # "Failed starting Prometheus exporter: Address already in use"
-        given = _Found(METRICS_ADDR, address, settings.source(METRICS_ADDR))
-        raise ConfigError(
-            f"{given.where()}: cannot serve metrics there: {_gist(str(exc))}."
-        ) from None
+        given = settings.as_given(METRICS_ADDR, address)
+        raise ConfigError(f"{given}: cannot serve metrics there: {_gist(str(exc))}.") from None
     logger.info(
         "trigger_relay worker metrics: http://%s/metrics (%s)",
         address,
@@ -535,8 +240,8 @@ async def _connect(
             )
         except ValueError as exc:
             # The SDK refuses the address itself ("invalid target URL"): no retry fixes that.
-            given = _Found(ADDRESS, settings.address, settings.source(ADDRESS))
-            raise ConfigError(f"{given.where()}: Temporal's SDK refuses it: {exc}.") from None
+            given = settings.as_given(ADDRESS, settings.address)
+            raise ConfigError(f"{given}: Temporal's SDK refuses it: {exc}.") from None
         except RuntimeError as exc:  # "Failed client connect: ..."
             problem = _unreachable(settings, str(exc))
         except asyncio.TimeoutError:

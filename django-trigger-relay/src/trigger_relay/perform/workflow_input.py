@@ -5,8 +5,8 @@
 A ``TypedDict``, not a dataclass: the activity receives the JSON object as a plain ``dict``
 (``perform_firing`` declares no type of it for Temporal's data converter to enforce), and
 whoever may start workflows in the namespace may send any object. What it holds is checked
-where it is read (:func:`trigger_relay.perform.perform` against the outbox row,
-:func:`trigger_relay.site.check_site`), as it always was: this type says what the relay
+where it is read (:func:`trigger_relay.perform.core.perform` against the outbox row,
+:func:`trigger_relay.perform.site.check_site`), as it always was: this type says what the relay
 sends, it validates nothing. ``tests/test_workflow_input.py`` checks it against the inputs
 of the recorded histories (``tests/histories/`` at the repository's root).
 
@@ -46,7 +46,7 @@ class WorkflowInput(_Always, total=False):
     #: The context as an object, in inputs recorded before ``context_json``.
     context: dict[str, Any]
     #: Set by the workflow on the activity's copy: the activity may record the outcome
-    #: itself (:mod:`trigger_relay.outcome`). Absent from the workflow's own input and from
+    #: itself (:mod:`trigger_relay.perform.outcome`). Absent from the workflow's own input and from
     #: older histories.
     record_outcome: bool
     #: The site identity (docs/contract.md, "Site identity"); absent in inputs of rows from

@@ -171,9 +171,9 @@ def celery_path_references(receiver: object, *, relay_receiver: object) -> list[
     cells and default arguments; the targets of ``functools.partial``, bound methods and
     callable objects (and their instance attributes); and, up to :data:`MAX_DEPTH` calls
     deep, the functions it refers to. A reference counts even on a branch that may never
-    run: the check cannot know which firings take it. ``relay_receiver`` (trigger_relay's own,
-    :func:`trigger_relay.receivers.on_event_fired`, which calls dj-triggers' receiver only for
-    Celery-routed firings) is not followed where ``receiver`` reaches it.
+    run: the check cannot know which firings take it. ``relay_receiver`` (trigger_relay's
+    own, :func:`trigger_relay.firing.receivers.on_event_fired`, which calls dj-triggers'
+    receiver only for Celery-routed firings) is not followed where ``receiver`` reaches it.
     """
     scan = _Scan(relay_receiver)
     scan.value(receiver, 0)

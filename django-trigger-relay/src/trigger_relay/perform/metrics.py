@@ -6,7 +6,7 @@ execution latency, failures, task slots, pollers); :func:`install` gives the add
 instruments the same runtime's meter, so they appear on that endpoint too, labelled with the
 worker's ``namespace`` and ``task_queue`` (and the SDK's ``service_name``). Without the
 setting the runtime's meter is the SDK's no-op one; outside the worker (tests calling
-:func:`trigger_relay.perform.perform`, a shell) nothing is installed and recording does
+:func:`trigger_relay.perform.core.perform`, a shell) nothing is installed and recording does
 nothing.
 
 The names as Prometheus shows them (the SDK adds no prefix or suffix to these):
@@ -116,7 +116,7 @@ def install(meter: MetricMeter, *, namespace: str, task_queue: str) -> None:
 
 def uninstall() -> None:
     """Stop recording: the instruments hold the runtime, which the worker must be able to
-    drop before the interpreter exits (see :func:`trigger_relay.worker.run`)."""
+    drop before the interpreter exits (see :func:`trigger_relay.worker.process.run`)."""
     global _instruments
     with _lock:
         _instruments = None

@@ -19,14 +19,14 @@ from django.db import router
 
 from trigger_relay import conf
 from trigger_relay import queries
-from trigger_relay.atomicity import check_in_transaction
-from trigger_relay.atomicity import in_transaction
-from trigger_relay.context import check_context
-from trigger_relay.context import check_context_size
+from trigger_relay.firing.atomicity import check_in_transaction
+from trigger_relay.firing.atomicity import in_transaction
+from trigger_relay.firing.context import check_context
+from trigger_relay.firing.context import check_context_size
+from trigger_relay.firing.routes import resolve_from_settings
+from trigger_relay.firing.routes import route_for
+from trigger_relay.firing.routes import settings_have_names
 from trigger_relay.models import OutboxRow
-from trigger_relay.routes import resolve_from_settings
-from trigger_relay.routes import settings_have_names
-from trigger_relay.routing import route_for
 
 if TYPE_CHECKING:
     from triggers.models import Event
@@ -42,7 +42,7 @@ def record_if_routed_to_temporal(event: Event, user_pk: object, context: Mapping
     and must happen before anything is written: the outside-a-transaction warning or refusal, the
     ``TypeError`` for a context that is not JSON and the ``ContextTooLarge`` for one over
     ``TRIGGER_RELAY_MAX_CONTEXT_BYTES``, concern Temporal-routed firings only. Either way the result
-    and the errors are those of :func:`trigger_relay.routing.route_for` followed by
+    and the errors are those of :func:`trigger_relay.firing.routes.route_for` followed by
     :func:`record_firing`.
     """
     using = router.db_for_write(OutboxRow)
@@ -112,7 +112,7 @@ def record_firing(event: Event, user_pk: object, context: Mapping[str, Any]) -> 
 
     Raises ``TypeError`` naming the offending key, before touching the database, if the
     context holds anything but JSON values, and
-    :class:`~trigger_relay.context.ContextTooLarge` naming its size and the setting if it
+    :class:`~trigger_relay.firing.context.ContextTooLarge` naming its size and the setting if it
     takes more than ``TRIGGER_RELAY_MAX_CONTEXT_BYTES`` as JSON (README, "Context limits"):
     the daemon holds a batch's contexts in memory, and fails a row over its own limit.
 
@@ -120,7 +120,7 @@ def record_firing(event: Event, user_pk: object, context: Mapping[str, Any]) -> 
     autocommit) the row would not commit with the caller's writes: that is logged as a
     warning once per call site, refused with ``FiringOutsideTransaction`` before anything
     is written, or let pass, as ``TRIGGER_RELAY_FIRE_OUTSIDE_ATOMIC`` says (see
-    :mod:`trigger_relay.atomicity`).
+    :mod:`trigger_relay.firing.atomicity`).
     """
     where = f" of {type(event).__name__} {event.pk} (trigger {event.trigger_id})"
     check_context(context, where=where)

@@ -18,46 +18,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
 from typing import cast
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models
 from django.db import transaction
-from django.utils.translation import gettext_lazy as _
 
 from trigger_relay import conf
+from trigger_relay.models import TriggerRoute
+
+if TYPE_CHECKING:
+    from triggers.models import Event
 
 Source = Literal["database", "settings (pk)", "settings (name)", "default"]
-
-
-class TriggerRoute(models.Model):
-    """The route of one trigger, by pk: renaming the trigger keeps it."""
-
-    class Route(models.TextChoices):
-        TEMPORAL = conf.TEMPORAL, _("Temporal")
-        CELERY = conf.CELERY, _("Celery")
-
-    trigger = models.OneToOneField(
-        "triggers.Trigger",
-        on_delete=models.CASCADE,
-        primary_key=True,
-        related_name="relay_route",
-        verbose_name=_("trigger"),
-    )
-    route = models.CharField(_("route"), max_length=16, choices=Route.choices)
-    changed_at = models.DateTimeField(_("changed at"), auto_now=True)
-    #: Who set it: ``admin: <username>``, ``manage.py trigger_relay_route``, ``rename``.
-    changed_by = models.CharField(_("changed by"), max_length=200, blank=True, default="")
-
-    class Meta:
-        db_table = "trigger_relay_route"
-        verbose_name = _("trigger route")
-        verbose_name_plural = _("trigger routes")
-
-    def __str__(self) -> str:
-        return f"trigger {self.trigger_id} → {self.route}"
 
 
 @dataclass(frozen=True)
@@ -162,3 +137,16 @@ def pin_route_on_rename(sender: Any, instance: Any, raw: bool = False, **kwargs:
         TriggerRoute.objects.create(
             trigger_id=instance.pk, route=before.route, changed_by=f"rename from {old_name!r}"
         )
+
+
+def route_for(event: Event) -> conf.Route:
+    """Route of ``event``'s trigger as it is now (guarantees §2.3): its stored route, else
+    ``TRIGGER_RELAY_ROUTES`` (pk, then name), else ``TRIGGER_RELAY_DEFAULT_ROUTE``; see
+    the module's docstring. Read in the firing's transaction, so a flip committed by
+    any process takes effect at the next firing. A malformed setting raises
+    ``ImproperlyConfigured`` rather than guessing where a firing should go.
+    """
+    # Event.fire() has already loaded the trigger, so its name costs no query; it is only
+    # read when settings route by name.
+    name = event.trigger.name if settings_have_names() else None
+    return resolve(event.trigger_id, name).route

@@ -19,7 +19,7 @@ from django.db import router
 from trigger_relay import conf
 from trigger_relay import queries
 from trigger_relay.models import OutboxRow
-from trigger_relay.workflow_input import WorkflowInput
+from trigger_relay.perform.workflow_input import WorkflowInput
 
 
 class ForeignSite(Exception):

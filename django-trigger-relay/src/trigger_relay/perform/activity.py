@@ -1,5 +1,5 @@
 """The Django-side activity of ``trigger_workflow``: ``perform_firing`` on the worker's
-thread pool (guarantees §3, §5.3), around :func:`trigger_relay.perform.perform`.
+thread pool (guarantees §3, §5.3), around :func:`trigger_relay.perform.core.perform`.
 
 Failures (guarantees §3.5): dj-triggers on Celery never retries, so an exception raised by the
 site's code (an action, a condition, ``get_user_context``) fails the firing at once, as a
@@ -41,17 +41,17 @@ from temporalio.exceptions import ApplicationError
 from temporalio.exceptions import TemporalError
 
 from trigger_relay import conf
-from trigger_relay import metrics
-from trigger_relay import outcome
-from trigger_relay.perform import Caller
-from trigger_relay.perform import NotYetDispatched
-from trigger_relay.perform import NotYetDue
-from trigger_relay.perform import RowFinished
-from trigger_relay.perform import where_raised
-from trigger_relay.site import ForeignSite
-from trigger_relay.site import SiteUnknown
-from trigger_relay.site import check_site
-from trigger_relay.workflow_input import WorkflowInput
+from trigger_relay.perform import metrics
+from trigger_relay.perform import outcome
+from trigger_relay.perform.core import Caller
+from trigger_relay.perform.core import NotYetDispatched
+from trigger_relay.perform.core import NotYetDue
+from trigger_relay.perform.core import RowFinished
+from trigger_relay.perform.core import where_raised
+from trigger_relay.perform.site import ForeignSite
+from trigger_relay.perform.site import SiteUnknown
+from trigger_relay.perform.site import check_site
+from trigger_relay.perform.workflow_input import WorkflowInput
 
 PERFORM_FIRING = "trigger_relay.perform_firing"
 
@@ -79,7 +79,7 @@ def perform_firing(received: dict[str, Any]) -> dict[str, Any]:
     otherwise convert and refuse its fields by the types of :class:`WorkflowInput` before
     the activity runs. It is what the relay sends, a :class:`WorkflowInput`, unless someone
     else wrote it: such an input meets the checks here (the site, then the row, in
-    :func:`trigger_relay.perform.perform`), which perform nothing for an input that is not
+    :func:`trigger_relay.perform.core.perform`), which perform nothing for an input that is not
     the row's.
     """
     firing = cast(WorkflowInput, received)

@@ -38,7 +38,7 @@ ORIGINAL = "__trigger_relay_original__"
 
 
 class Firing(Protocol):
-    """What :mod:`trigger_relay.perform` provides for the firing being performed."""
+    """What :mod:`trigger_relay.perform.core` provides for the firing being performed."""
 
     def owns_event(self, event: Any) -> bool: ...
     def owns_trigger_id(self, trigger_id: Any) -> bool: ...

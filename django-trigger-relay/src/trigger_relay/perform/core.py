@@ -5,7 +5,7 @@ dj-triggers on Celery runs ``event.handle(user_pk, **context)``: the trigger's
 conditions and performs the actions under ``Activity.lock``. Its race: the conditions are
 checked *before* the lock, so concurrent firings all pass a count cap. :func:`perform`
 runs the same calls (every override of the site's Trigger, Event and Condition subclasses
-stays in force, see :mod:`trigger_relay.hooks`), and where they reach dj-triggers' own
+stays in force, see :mod:`trigger_relay.perform.hooks`), and where they reach dj-triggers' own
 ``handle`` and ``on_event`` it does the relay's version:
 
 - the ledger first: an action recorded as performed for this firing is never performed
@@ -25,7 +25,7 @@ pending or dispatched, and not before its due time (README, "Security model").
 
 Raising: the transaction rolled back, nothing of the attempt committed; the exception
 carries where in the firing it was raised (:func:`where_raised`), and
-:mod:`trigger_relay.activities` decides whether it is retried (guarantees §3.5).
+:mod:`trigger_relay.perform.activity` decides whether it is retried (guarantees §3.5).
 """
 
 from __future__ import annotations
@@ -56,26 +56,22 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from trigger_relay import conf
-from trigger_relay import hooks
-from trigger_relay import metrics
-from trigger_relay.ledger import LedgerEntry
-from trigger_relay.ledger import idempotency_key
+from trigger_relay.models import LedgerEntry
 from trigger_relay.models import OutboxRow
+from trigger_relay.perform import hooks
+from trigger_relay.perform import ledger
+from trigger_relay.perform import metrics
+from trigger_relay.perform.workflow_input import WorkflowInput
 from trigger_relay.states import Outcome
 from trigger_relay.states import SkipReason
 from trigger_relay.states import State
-from trigger_relay.workflow_input import WorkflowInput
-
-#: Context key under which each action finds its idempotency key (guarantees §3.4). Namespaced:
-#: a site's own ``idempotency_key`` in the firing's context is left as it is.
-IDEMPOTENCY_KEY = "trigger_relay_idempotency_key"
 
 #: The skip reasons of :mod:`trigger_relay.states` that tests and sites import from here.
 NOT_HANDLED = SkipReason.NOT_HANDLED
 WORKFLOW_MISMATCH = SkipReason.WORKFLOW_MISMATCH
 
 #: Records an outcome (state, skip reason) on the firing's row in the caller's transaction;
-#: True if the row took it (:class:`trigger_relay.outcome.OutcomeRecorder`).
+#: True if the row took it (:class:`trigger_relay.perform.outcome.OutcomeRecorder`).
 RecordOutcome = Callable[[str, str | None], bool]
 
 #: How early, by the database's clock, a firing may be performed: the workflow's timer runs
@@ -128,7 +124,7 @@ class FiringResult:
     reason: str | None = None
     performed: list[int] = field(default_factory=list)
     already_performed: list[int] = field(default_factory=list)
-    #: The outcome is on the outbox row already (:mod:`trigger_relay.outcome`).
+    #: The outcome is on the outbox row already (:mod:`trigger_relay.perform.outcome`).
     recorded: bool = False
 
     @classmethod
@@ -245,7 +241,7 @@ def perform(
 
     ``record_done``, if given, is called with ``done`` inside the transaction that performed
     the actions, and the result is ``recorded`` if it returns True
-    (:func:`trigger_relay.outcome.perform_and_record`)."""
+    (:func:`trigger_relay.perform.outcome.perform_and_record`)."""
     from triggers.models import Activity
     from triggers.models import Event
     from triggers.models import Trigger
@@ -443,7 +439,7 @@ _UNREAD: Any = object()
 @dataclass
 class _Performing:
     """The firing being performed: dj-triggers' ``handle``, ``on_event`` and cap filters, as
-    the relay does them (called through :mod:`trigger_relay.hooks`)."""
+    the relay does them (called through :mod:`trigger_relay.perform.hooks`)."""
 
     outbox_id: int
     generation: int
@@ -617,10 +613,10 @@ class _Performing:
             for action in self.actions:
                 if action.pk in already:
                     continue
-                key = idempotency_key(self.outbox_id, action.pk)
+                key = ledger.idempotency_key(self.outbox_id, action.pk)
                 # One dict for the whole firing, as upstream passes it: actions may hand
                 # data on to the next one. Only our own key changes between actions.
-                context[IDEMPOTENCY_KEY] = key
+                context[ledger.IDEMPOTENCY_KEY] = key
                 with _site_code(_named("action", action)):
                     try:
                         action.perform(user, context)
@@ -629,12 +625,7 @@ class _Performing:
                     except Exception:
                         metrics.action_error(action)
                         raise
-                LedgerEntry.objects.create(
-                    outbox_id=self.outbox_id,
-                    action_id=action.pk,
-                    generation=self.generation,
-                    idempotency_key=key,
-                )
+                ledger.record_performed(self.outbox_id, action.pk, self.generation, key)
                 result.performed.append(action.pk)
         except Activity.Cancel:
             # dj-triggers semantics (raised by an action, or by a condition under the lock):

@@ -8,7 +8,7 @@ function (Celery), so a Celery-routed firing behaves exactly as without the add-
 
 A site may have connected dj-triggers' receiver more than once (a ``dispatch_uid``, a
 sender, a ``functools.wraps`` decorator): :func:`install` disconnects every such
-registration, not only dj-triggers' own (see :mod:`trigger_relay.takeover`). Receivers that
+registration, not only dj-triggers' own (see :mod:`trigger_relay.firing.takeover`). Receivers that
 merely call into ``triggers.tasks`` are left to the system check (``trigger_relay.E009``).
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 from django.dispatch import Signal
 
-from trigger_relay import takeover
-from trigger_relay.outbox import record_if_routed_to_temporal
+from trigger_relay.firing import takeover
+from trigger_relay.firing.outbox import record_if_routed_to_temporal
 
 if TYPE_CHECKING:
     from triggers.models import Event
