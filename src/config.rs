@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::outbox::State;
 
-/// The command line, with the secrets read from their files ([`secrets`]): what `main`
+/// The command line, with the secrets read from their files (`secrets`): what `main`
 /// parses (`Cli::try_parse`) and the tests too.
 #[derive(Debug)]
 pub struct Cli {
@@ -68,6 +68,9 @@ impl clap::FromArgMatches for Cli {
 
 impl Parser for Cli {}
 
+/// The subcommands, each with its settings. The settings' types are `pub` because this enum
+/// is (src/main.rs matches it, `cli::execute` takes it); their fields are `pub(crate)`:
+/// only the crate reads them.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the relay (LISTEN/NOTIFY plus polling, workflow starts) and the worker of
@@ -172,7 +175,7 @@ const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
 /// password (`postgres://relay:***@db/site`, also when it holds an unencoded `/` or `@`),
 /// `password=` and `sslpassword=` query parameters (`?sslmode=require&password=***`), and
 /// their key=value forms, quoted or not (`password='***'`, `password = ***`).
-pub fn redact_url(url: &str) -> String {
+fn redact_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => format!("{scheme}://{}", redact_uri_rest(rest)),
         None => redact_key_values(url),
@@ -307,7 +310,7 @@ fn redact_key_values(conninfo: &str) -> String {
 /// systemd's `LoadCredential=`, Kubernetes secret volumes), and a warning when a secret is
 /// a command-line flag, which every user of the machine reads in `ps` (docs/contract.md,
 /// "Daemon configuration").
-pub mod secrets {
+pub(crate) mod secrets {
     use std::ffi::OsString;
     use std::path::Path;
 
@@ -317,20 +320,20 @@ pub mod secrets {
 
     use super::{Command, DatabaseConfig, TemporalConfig, redact_url};
 
-    pub const DATABASE_URL_FILE: &str = "TRIGGER_RELAY_DATABASE_URL_FILE";
-    pub const TEMPORAL_API_KEY_FILE: &str = "TRIGGER_RELAY_TEMPORAL_API_KEY_FILE";
+    pub(crate) const DATABASE_URL_FILE: &str = "TRIGGER_RELAY_DATABASE_URL_FILE";
+    pub(crate) const TEMPORAL_API_KEY_FILE: &str = "TRIGGER_RELAY_TEMPORAL_API_KEY_FILE";
 
     /// A URL or an API key is far smaller; a bigger file is the wrong file.
     const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
     /// Which secret flags the command line itself carries (not the environment).
     #[derive(Debug, Default)]
-    pub struct OnCommandLine {
-        pub database_url: bool,
-        pub temporal_api_key: bool,
+    pub(crate) struct OnCommandLine {
+        pub(crate) database_url: bool,
+        pub(crate) temporal_api_key: bool,
     }
 
-    pub fn given_on_command_line(matches: &ArgMatches) -> OnCommandLine {
+    pub(crate) fn given_on_command_line(matches: &ArgMatches) -> OnCommandLine {
         let Some((_, sub)) = matches.subcommand() else {
             return OnCommandLine::default();
         };
@@ -348,7 +351,7 @@ pub mod secrets {
 
     /// Fills each secret from its file where the file variable is set, refuses both or
     /// neither (for the database URL), and warns about secrets on the command line.
-    pub fn resolve(
+    pub(crate) fn resolve(
         command: &mut Command,
         on_command_line: &OnCommandLine,
         env: impl Fn(&str) -> Option<OsString>,
@@ -438,7 +441,7 @@ pub mod secrets {
     }
 
     /// The file's text without its trailing newline(s): what `echo` or an editor leaves.
-    pub fn read(variable: &str, path: &Path) -> Result<String, clap::Error> {
+    pub(crate) fn read(variable: &str, path: &Path) -> Result<String, clap::Error> {
         let fail = |problem: String| {
             clap::Error::raw(
                 ErrorKind::Io,
@@ -466,53 +469,53 @@ pub mod secrets {
 }
 
 #[derive(Clone, Args)]
-pub struct TemporalConfig {
+pub(crate) struct TemporalConfig {
     /// Temporal frontend address, e.g. http://127.0.0.1:7233 or https://ns.acct.tmprl.cloud:7233.
     #[arg(
         long,
         env = "TRIGGER_RELAY_TEMPORAL_ADDRESS",
         default_value = "http://127.0.0.1:7233"
     )]
-    pub temporal_address: url::Url,
+    pub(crate) temporal_address: url::Url,
     /// Temporal namespace.
     #[arg(
         long,
         env = "TRIGGER_RELAY_TEMPORAL_NAMESPACE",
         default_value = "default"
     )]
-    pub temporal_namespace: String,
+    pub(crate) temporal_namespace: String,
     /// Task queue of `trigger_workflow`.
     #[arg(
         long,
         env = "TRIGGER_RELAY_TEMPORAL_TASK_QUEUE",
         default_value = "trigger-relay"
     )]
-    pub temporal_task_queue: String,
+    pub(crate) temporal_task_queue: String,
     /// API key (Temporal Cloud). Enables TLS. Never logged. Or
     /// TRIGGER_RELAY_TEMPORAL_API_KEY_FILE, a file holding it. As a flag it is visible to
     /// every user of the machine (ps): prefer either variable.
     #[arg(long, env = "TRIGGER_RELAY_TEMPORAL_API_KEY", hide_env_values = true)]
-    pub temporal_api_key: Option<String>,
+    pub(crate) temporal_api_key: Option<String>,
     /// PEM file of the CA that signed the server's certificate (self-hosted TLS).
     #[arg(long, env = "TRIGGER_RELAY_TEMPORAL_TLS_CA")]
-    pub temporal_tls_ca: Option<PathBuf>,
+    pub(crate) temporal_tls_ca: Option<PathBuf>,
     /// PEM client certificate for mTLS (with --temporal-tls-key).
     #[arg(
         long,
         env = "TRIGGER_RELAY_TEMPORAL_TLS_CERT",
         requires = "temporal_tls_key"
     )]
-    pub temporal_tls_cert: Option<PathBuf>,
+    pub(crate) temporal_tls_cert: Option<PathBuf>,
     /// PEM client key for mTLS (with --temporal-tls-cert).
     #[arg(
         long,
         env = "TRIGGER_RELAY_TEMPORAL_TLS_KEY",
         requires = "temporal_tls_cert"
     )]
-    pub temporal_tls_key: Option<PathBuf>,
+    pub(crate) temporal_tls_key: Option<PathBuf>,
     /// Server name to verify the certificate against, if not the address's host.
     #[arg(long, env = "TRIGGER_RELAY_TEMPORAL_TLS_SERVER_NAME")]
-    pub temporal_tls_server_name: Option<String>,
+    pub(crate) temporal_tls_server_name: Option<String>,
     /// Prefix of workflow ids: `{prefix}-{outbox id}-g{generation}`. Give each site sharing a
     /// namespace its own prefix.
     #[arg(
@@ -520,45 +523,45 @@ pub struct TemporalConfig {
         env = "TRIGGER_RELAY_WORKFLOW_ID_PREFIX",
         default_value = "trigger-outbox"
     )]
-    pub workflow_id_prefix: String,
+    pub(crate) workflow_id_prefix: String,
     /// Payload encryption: every command that talks to Temporal encrypts and decrypts with
     /// the same keys.
     #[command(flatten)]
-    pub codec: CodecConfig,
+    pub(crate) codec: CodecConfig,
 }
 
 /// Payload encryption keys (src/codec/, docs/operations.md "Encrypting payloads"). The
 /// Python worker reads the same two variables.
 #[derive(Debug, Clone, Args)]
-pub struct CodecConfig {
+pub(crate) struct CodecConfig {
     /// File of payload encryption keys, one `<key id>=<base64 of 32 bytes>` per line (keys
     /// live in files, never in flags). Set with TRIGGER_RELAY_CODEC_CURRENT_KEY_ID, every
     /// payload sent to Temporal (workflow input with the context, memo, activity inputs and
     /// results, failure messages) is AES-256-GCM encrypted, in the format of Temporal's
     /// encryption samples; any key of the file decrypts.
     #[arg(long, env = "TRIGGER_RELAY_CODEC_KEYS_FILE")]
-    pub codec_keys_file: Option<PathBuf>,
+    pub(crate) codec_keys_file: Option<PathBuf>,
     /// Id of the key of TRIGGER_RELAY_CODEC_KEYS_FILE that encrypts; the others only decrypt
     /// (key rotation: add the new key, make it current, keep the old ones while firings
     /// encrypted with them may still run).
     #[arg(long, env = "TRIGGER_RELAY_CODEC_CURRENT_KEY_ID")]
-    pub codec_current_key_id: Option<String>,
+    pub(crate) codec_current_key_id: Option<String>,
 }
 
 /// The codec endpoint on the HTTP port: POST /codec/decode and /codec/encode for the
 /// `temporal` CLI and the Temporal UI (src/codec/server.rs). Off unless a token is set.
 #[derive(Debug, Clone, Args)]
-pub struct CodecServerConfig {
+pub(crate) struct CodecServerConfig {
     /// File holding the bearer token that callers of /codec/decode and /codec/encode must
     /// send (`Authorization: Bearer <token>`; at least 16 characters). Setting it turns the
     /// endpoint on; it needs the codec keys.
     #[arg(long, env = "TRIGGER_RELAY_CODEC_SERVER_TOKEN_FILE")]
-    pub codec_server_token_file: Option<PathBuf>,
+    pub(crate) codec_server_token_file: Option<PathBuf>,
     /// Origin of the Temporal UI allowed to call the codec endpoint from a browser (CORS),
     /// e.g. https://cloud.temporal.io or http://localhost:8233; requests from any other
     /// origin are refused. Unset: no browser may call it (the CLI sends no origin).
     #[arg(long, env = "TRIGGER_RELAY_CODEC_CORS_ORIGIN")]
-    pub codec_cors_origin: Option<String>,
+    pub(crate) codec_cors_origin: Option<String>,
 }
 
 impl std::fmt::Debug for TemporalConfig {
@@ -583,7 +586,7 @@ impl std::fmt::Debug for TemporalConfig {
 }
 
 impl TemporalConfig {
-    pub fn tls_enabled(&self) -> bool {
+    pub(crate) fn tls_enabled(&self) -> bool {
         self.temporal_api_key.is_some()
             || self.temporal_tls_ca.is_some()
             || self.temporal_tls_cert.is_some()
@@ -592,7 +595,7 @@ impl TemporalConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Relay and worker in one process (the sidecar default).
     All,
     /// Only the relay: outbox rows to workflow starts.
@@ -602,161 +605,161 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn relay(self) -> bool {
+    pub(crate) fn relay(self) -> bool {
         matches!(self, Mode::All | Mode::Relay)
     }
 
-    pub fn worker(self) -> bool {
+    pub(crate) fn worker(self) -> bool {
         matches!(self, Mode::All | Mode::Worker)
     }
 }
 
 /// The worker's settings: task queues, timeouts and retries of the workflow's activities.
 #[derive(Debug, Clone, Args)]
-pub struct WorkerConfig {
+pub(crate) struct WorkerConfig {
     /// Task queue of the Python activity worker (manage.py trigger_relay_worker).
     #[arg(
         long,
         env = "TRIGGER_RELAY_DJANGO_TASK_QUEUE",
         default_value = "trigger-relay-django"
     )]
-    pub django_task_queue: String,
+    pub(crate) django_task_queue: String,
     /// Start-to-close timeout of one attempt of the Python perform_firing activity.
     #[arg(long, env = "TRIGGER_RELAY_PERFORM_TIMEOUT", default_value = "5m",
           value_parser = humantime::parse_duration)]
-    pub perform_timeout: Duration,
+    pub(crate) perform_timeout: Duration,
     /// Heartbeat timeout of perform_firing: the Python worker heartbeats from a thread of its
     /// own while the site's code runs, so a killed or cut-off worker's attempt is retried
     /// after this, not after TRIGGER_RELAY_PERFORM_TIMEOUT (guarantees §3.6). 0s: no heartbeat
     /// timeout.
     #[arg(long, env = "TRIGGER_RELAY_PERFORM_HEARTBEAT_TIMEOUT", default_value = "30s",
           value_parser = humantime::parse_duration)]
-    pub perform_heartbeat_timeout: Duration,
+    pub(crate) perform_heartbeat_timeout: Duration,
     /// Attempts of perform_firing before the row is recorded `failed` (0 = unlimited).
     #[arg(long, env = "TRIGGER_RELAY_PERFORM_MAX_ATTEMPTS", default_value_t = 10)]
-    pub perform_max_attempts: u32,
+    pub(crate) perform_max_attempts: u32,
     /// Start-to-close timeout of one attempt of record_outcome (retried until it succeeds).
     #[arg(long, env = "TRIGGER_RELAY_RECORD_TIMEOUT", default_value = "30s",
           value_parser = humantime::parse_duration)]
-    pub record_timeout: Duration,
+    pub(crate) record_timeout: Duration,
     /// Time in-flight workflow and activity tasks get after SIGTERM.
     #[arg(long, env = "TRIGGER_RELAY_WORKER_SHUTDOWN_TIMEOUT", default_value = "10s",
           value_parser = humantime::parse_duration)]
-    pub worker_shutdown_timeout: Duration,
+    pub(crate) worker_shutdown_timeout: Duration,
     /// How long a workflow task waits on a dead worker's sticky queue before any worker may
     /// take it.
     #[arg(long, env = "TRIGGER_RELAY_STICKY_TIMEOUT", default_value = "3s",
           value_parser = humantime::parse_duration)]
-    pub sticky_timeout: Duration,
+    pub(crate) sticky_timeout: Duration,
     /// PostgreSQL connections of the workflow worker's record_outcome activities, a pool of
     /// their own so they never wait behind the relay's batches (nor the reverse).
     #[arg(long, env = "TRIGGER_RELAY_WORKER_DATABASE_POOL_SIZE", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub worker_database_pool_size: u16,
+    pub(crate) worker_database_pool_size: u16,
     /// Workflows the worker keeps in memory between their tasks (the SDK's sticky cache),
     /// each with its input: where contexts are large, a lower number bounds the worker's
     /// memory (docs/contract.md, "Memory"); an evicted workflow is replayed from its history
     /// at its next task.
     #[arg(long, env = "TRIGGER_RELAY_WORKER_MAX_CACHED_WORKFLOWS", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub worker_max_cached_workflows: u32,
+    pub(crate) worker_max_cached_workflows: u32,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct RunConfig {
     #[command(flatten)]
-    pub database: DatabaseConfig,
+    pub(crate) database: DatabaseConfig,
     #[command(flatten)]
-    pub temporal: TemporalConfig,
+    pub(crate) temporal: TemporalConfig,
     #[command(flatten)]
-    pub worker: WorkerConfig,
+    pub(crate) worker: WorkerConfig,
     /// What this process runs.
     #[arg(long, env = "TRIGGER_RELAY_MODE", default_value = "all")]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Site identity written into every workflow input and checked by the activities
     /// (docs/contract.md, "Site identity"). Default: the id the database holds
     /// (trigger_relay_site). Set it alike for the daemon and the Python worker.
     #[arg(long, env = "TRIGGER_RELAY_SITE")]
-    pub site: Option<String>,
+    pub(crate) site: Option<String>,
     /// LISTEN for the outbox's NOTIFY. `false` = poll only (PgBouncer in transaction mode).
     #[arg(long, env = "TRIGGER_RELAY_LISTEN", default_value_t = true,
           action = clap::ArgAction::Set)]
-    pub listen: bool,
+    pub(crate) listen: bool,
     /// Safety-net poll period: a row is picked up within it even without a notification.
     #[arg(long, env = "TRIGGER_RELAY_POLL_INTERVAL", default_value = "5s",
           value_parser = humantime::parse_duration)]
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// Rows claimed per query.
     #[arg(long, env = "TRIGGER_RELAY_BATCH_SIZE", default_value_t = 100,
           value_parser = clap::value_parser!(u16).range(1..=10_000))]
-    pub batch_size: u16,
+    pub(crate) batch_size: u16,
     /// Claim lease: a row claimed by a replica that died returns to the others after it.
     #[arg(long, env = "TRIGGER_RELAY_LEASE", default_value = "60s",
           value_parser = humantime::parse_duration)]
-    pub lease: Duration,
+    pub(crate) lease: Duration,
     /// Workflow starts in flight at once per replica.
     #[arg(long, env = "TRIGGER_RELAY_MAX_IN_FLIGHT", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(1..=1_024))]
-    pub max_in_flight: u16,
+    pub(crate) max_in_flight: u16,
     /// Largest workflow input accepted; bigger rows are failed (Temporal's default blob
     /// limit is 2 MiB).
     #[arg(long, env = "TRIGGER_RELAY_MAX_INPUT_BYTES", default_value_t = 2 * 1024 * 1024)]
-    pub max_input_bytes: usize,
+    pub(crate) max_input_bytes: usize,
     /// Most bytes of context (as text) one claim returns: a batch stops before the row
     /// that would go past it (one row always comes, however large, if within
     /// TRIGGER_RELAY_MAX_INPUT_BYTES). Bounds the daemon's memory under large contexts.
     #[arg(long, env = "TRIGGER_RELAY_CLAIM_MAX_BYTES", default_value_t = DEFAULT_CLAIM_MAX_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
-    pub claim_max_bytes: u64,
+    pub(crate) claim_max_bytes: u64,
     /// First delay after a Temporal or PostgreSQL error; doubles up to the maximum, with jitter.
     #[arg(long, env = "TRIGGER_RELAY_BACKOFF_INITIAL", default_value = "200ms",
           value_parser = humantime::parse_duration)]
-    pub backoff_initial: Duration,
+    pub(crate) backoff_initial: Duration,
     /// Largest delay between retries after errors.
     #[arg(long, env = "TRIGGER_RELAY_BACKOFF_MAX", default_value = "30s",
           value_parser = humantime::parse_duration)]
-    pub backoff_max: Duration,
+    pub(crate) backoff_max: Duration,
     /// Address of the HTTP endpoint: /metrics, /healthz, /readyz.
     #[arg(
         long,
         env = "TRIGGER_RELAY_METRICS_ADDR",
         default_value = "127.0.0.1:9187"
     )]
-    pub metrics_addr: SocketAddr,
+    pub(crate) metrics_addr: SocketAddr,
     /// How often the backlog gauges are refreshed.
     #[arg(long, env = "TRIGGER_RELAY_STATS_INTERVAL", default_value = "5s",
           value_parser = humantime::parse_duration)]
-    pub stats_interval: Duration,
+    pub(crate) stats_interval: Duration,
     /// Time in-flight starts get to finish after SIGTERM before their claims are released.
     #[arg(long, env = "TRIGGER_RELAY_SHUTDOWN_TIMEOUT", default_value = "10s",
           value_parser = humantime::parse_duration)]
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// Delete done, skipped and cancelled rows this long after they finished (e.g. `30d`);
     /// unset keeps them. Failed rows are never deleted.
     #[arg(long, env = "TRIGGER_RELAY_RETENTION", value_parser = humantime::parse_duration)]
-    pub retention: Option<Duration>,
+    pub(crate) retention: Option<Duration>,
     /// How often retention runs.
     #[arg(long, env = "TRIGGER_RELAY_RETENTION_INTERVAL", default_value = "10m",
           value_parser = humantime::parse_duration)]
-    pub retention_interval: Duration,
+    pub(crate) retention_interval: Duration,
     /// Name of this replica in `claimed_by` (default: hostname-pid).
     #[arg(long, env = "TRIGGER_RELAY_REPLICA")]
-    pub replica: Option<String>,
+    pub(crate) replica: Option<String>,
     /// How often the reconciler looks for dispatched rows whose workflow closed without
     /// recording an outcome (terminated, reset, timed out, gone).
     #[arg(long, env = "TRIGGER_RELAY_RECONCILE_INTERVAL", default_value = "1m",
           value_parser = humantime::parse_duration)]
-    pub reconcile_interval: Duration,
+    pub(crate) reconcile_interval: Duration,
     /// A dispatched row's workflow is described once it has been dispatched this long, and
     /// again every time this much has passed; also the margin of the overdue gauge.
     #[arg(long, env = "TRIGGER_RELAY_RECONCILE_AFTER", default_value = "10m",
           value_parser = humantime::parse_duration)]
-    pub reconcile_after: Duration,
+    pub(crate) reconcile_after: Duration,
     /// How often the idle LISTEN connection proves it is alive; a check that takes longer
     /// than this drops the connection and reconnects.
     #[arg(long, env = "TRIGGER_RELAY_LISTEN_LIVENESS", default_value = "15s",
           value_parser = humantime::parse_duration)]
-    pub listen_liveness: Duration,
+    pub(crate) listen_liveness: Duration,
     /// Put the user pk and the trigger's name in each workflow's memo, search attributes
     /// (UserPk, TriggerName) and summary, where the Temporal UI and `temporal workflow list`
     /// show them. Search attributes and summaries are never encrypted: `false` keeps this
@@ -764,19 +767,19 @@ pub struct RunConfig {
     /// trigger id and event id).
     #[arg(long, env = "TRIGGER_RELAY_VISIBILITY_PERSONAL_DATA", default_value_t = true,
           action = clap::ArgAction::Set)]
-    pub visibility_personal_data: bool,
+    pub(crate) visibility_personal_data: bool,
     #[command(flatten)]
-    pub codec_server: CodecServerConfig,
+    pub(crate) codec_server: CodecServerConfig,
     /// Testing only: make the named task (relay, listener, stats, retention) panic once the
     /// daemon runs, to prove that a dead task ends the process.
     #[arg(long, env = "TRIGGER_RELAY_TEST_PANIC_TASK", hide = true)]
-    pub test_panic_task: Option<String>,
+    pub(crate) test_panic_task: Option<String>,
 }
 
 /// TRIGGER_RELAY_CLAIM_MAX_BYTES's default: with the daemon's copies of a batch's contexts
 /// (docs/contract.md, "Memory"), a batch this large keeps the sidecar well inside the
 /// Kubernetes manifest's 256 MiB (deploy/kubernetes).
-pub const DEFAULT_CLAIM_MAX_BYTES: u64 = 8 * 1024 * 1024;
+const DEFAULT_CLAIM_MAX_BYTES: u64 = 8 * 1024 * 1024;
 
 /// gRPC's default largest message: a start request must fit, with the input inside it.
 const GRPC_MESSAGE_LIMIT: usize = 4 * 1024 * 1024;
@@ -787,7 +790,7 @@ const TEMPORAL_MAX_ID_LENGTH: usize = 1000;
 
 impl RunConfig {
     /// Checks what clap cannot: relations between values.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.poll_interval.is_zero() {
             return Err("TRIGGER_RELAY_POLL_INTERVAL must be greater than zero".into());
         }
@@ -857,14 +860,14 @@ impl RunConfig {
 
     /// The relay's pool: every start in flight may write its row, plus the claim, the
     /// backlog gauges and retention.
-    pub fn relay_pool_size(&self) -> usize {
+    pub(crate) fn relay_pool_size(&self) -> usize {
         match self.database.database_pool_size {
             Some(size) => usize::from(size),
             None => usize::from(self.max_in_flight) + 2,
         }
     }
 
-    pub fn replica_name(&self) -> String {
+    pub(crate) fn replica_name(&self) -> String {
         self.replica.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
@@ -877,50 +880,50 @@ impl RunConfig {
 #[derive(Debug, Args)]
 pub struct StatusConfig {
     #[command(flatten)]
-    pub database: DatabaseConfig,
+    pub(crate) database: DatabaseConfig,
     /// Print JSON instead of tables.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// How many recent failures to show.
     #[arg(long, default_value_t = 10)]
-    pub failures: i64,
+    pub(crate) failures: i64,
 }
 
 #[derive(Debug, Args)]
 pub struct ReplayConfig {
     #[command(flatten)]
-    pub database: DatabaseConfig,
+    pub(crate) database: DatabaseConfig,
     /// Row ids (repeat or comma-separate).
     #[arg(long = "id", value_delimiter = ',')]
-    pub ids: Vec<i64>,
+    pub(crate) ids: Vec<i64>,
     /// Id range, inclusive: `100..200`, `100..` or `..200`.
     #[arg(long, value_parser = parse_id_range)]
-    pub id_range: Option<IdRange>,
+    pub(crate) id_range: Option<IdRange>,
     /// Rows in these states (repeat or comma-separate).
     #[arg(long = "state", value_delimiter = ',')]
-    pub states: Vec<State>,
+    pub(crate) states: Vec<State>,
     /// Rows of these trigger ids.
     #[arg(long = "trigger", value_delimiter = ',')]
-    pub triggers: Vec<i64>,
+    pub(crate) triggers: Vec<i64>,
     /// Rows created at or after this time (RFC 3339).
     #[arg(long)]
-    pub created_after: Option<DateTime<Utc>>,
+    pub(crate) created_after: Option<DateTime<Utc>>,
     /// Rows created before this time (RFC 3339).
     #[arg(long)]
-    pub created_before: Option<DateTime<Utc>>,
+    pub(crate) created_before: Option<DateTime<Utc>>,
     /// Also replay rows still `dispatched` (their first workflow may still be running).
     #[arg(long)]
-    pub include_dispatched: bool,
+    pub(crate) include_dispatched: bool,
     /// List what would be replayed; change nothing.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 impl ReplayConfig {
-    pub fn has_selector(&self) -> bool {
+    pub(crate) fn has_selector(&self) -> bool {
         !self.ids.is_empty()
             || self.id_range.is_some()
             || !self.states.is_empty()
@@ -933,50 +936,50 @@ impl ReplayConfig {
 #[derive(Debug, Args)]
 pub struct CancelConfig {
     #[command(flatten)]
-    pub database: DatabaseConfig,
+    pub(crate) database: DatabaseConfig,
     #[command(flatten)]
-    pub temporal: TemporalConfig,
+    pub(crate) temporal: TemporalConfig,
     /// Row ids (repeat or comma-separate).
     #[arg(long = "id", value_delimiter = ',')]
-    pub ids: Vec<i64>,
+    pub(crate) ids: Vec<i64>,
     /// Rows of these trigger ids.
     #[arg(long = "trigger", value_delimiter = ',')]
-    pub triggers: Vec<i64>,
+    pub(crate) triggers: Vec<i64>,
     /// Rows of these user primary keys.
     #[arg(long = "user", value_delimiter = ',')]
-    pub users: Vec<String>,
+    pub(crate) users: Vec<String>,
     /// List what would be cancelled; change nothing.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ReplayHistoriesConfig {
     #[command(flatten)]
-    pub temporal: TemporalConfig,
+    pub(crate) temporal: TemporalConfig,
     #[command(flatten)]
-    pub worker: WorkerConfig,
+    pub(crate) worker: WorkerConfig,
     /// Visibility query choosing the histories.
     #[arg(long, default_value = "WorkflowType = 'trigger_workflow'")]
-    pub query: String,
+    pub(crate) query: String,
     /// At most this many histories, most recent first.
     #[arg(long, default_value_t = 100)]
-    pub limit: usize,
+    pub(crate) limit: usize,
     /// Also write each fetched history as JSON into this directory (to record fixtures).
     #[arg(long, conflicts_with = "dir")]
-    pub save_dir: Option<PathBuf>,
+    pub(crate) save_dir: Option<PathBuf>,
     /// Replay the `*.json` histories of this directory instead of fetching from a server.
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct IdRange {
-    pub from: Option<i64>,
-    pub to: Option<i64>,
+pub(crate) struct IdRange {
+    pub(crate) from: Option<i64>,
+    pub(crate) to: Option<i64>,
 }
 
 fn parse_id_range(s: &str) -> Result<IdRange, String> {

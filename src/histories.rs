@@ -79,7 +79,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(String, WorkflowHistory)>, HistoryErr
 }
 
 /// Fetches up to `limit` histories matching `query`, most recent first, as JSON.
-pub async fn fetch_recent(
+pub(crate) async fn fetch_recent(
     client: &Client,
     query: &str,
     limit: usize,
@@ -160,7 +160,7 @@ pub async fn replay_all(
 
 /// Writes each fetched history as `{file_name(name)}.json` into `dir` (to record
 /// fixtures); two names that sanitize alike get `-2`, `-3`... so none overwrites another.
-pub fn save(histories: &[(String, Vec<u8>)], dir: &Path) -> Result<(), HistoryError> {
+pub(crate) fn save(histories: &[(String, Vec<u8>)], dir: &Path) -> Result<(), HistoryError> {
     std::fs::create_dir_all(dir).map_err(|source| HistoryError::Write {
         path: dir.to_owned(),
         source,
@@ -189,7 +189,7 @@ const MAX_STEM: usize = 180;
 /// no control character), at most [`MAX_STEM`] bytes of it. When that changed the name, a
 /// hash of the whole name follows (`-` and 16 hex digits), so distinct workflow ids stay
 /// distinct files while the stem stays recognisable.
-pub fn file_name(name: &str) -> String {
+pub(crate) fn file_name(name: &str) -> String {
     let mut stem = String::with_capacity(name.len().min(MAX_STEM));
     for c in name.chars() {
         if stem.len() >= MAX_STEM {

@@ -3,8 +3,9 @@
 //! The binary (src/main.rs) is the product; the library exists so that it and the
 //! integration tests (tests/*.rs) share the daemon's code: the tests drive the real `Db`,
 //! decode the real workflow types and replay histories against the real workflow. Only what
-//! src/main.rs and tests/*.rs use is `pub`. docs/architecture.md follows a firing through
-//! these modules.
+//! src/main.rs and tests/*.rs use is `pub`, with the types its signatures name
+//! (the subcommands' settings in `config::Command`, the errors `error::Error` carries).
+//! docs/architecture.md follows a firing through these modules.
 //!
 //! # Layout
 //!
@@ -15,8 +16,9 @@
 //! Database
 //! - [`db`]: the pool and its timeouts and metrics, and one typed function per statement of
 //!   `sql/queries/` (claim, outcome, operator, upkeep), with libpq's `sslmode`.
-//! - [`outbox`]: a row's states, the workflow's input and outcome, the activity's outcomes
-//!   and skip reasons, decoding a claimed row (poison rows).
+//! - [`outbox`]: the vocabulary of a row's states, the activity's outcomes and the skip
+//!   reasons (checked against the schema and docs/contract.md), the workflow's input and
+//!   outcome, decoding a claimed row (poison rows).
 //!
 //! The relay
 //! - `relay`: claim → start → mark (`Relay::drain`), LISTEN/NOTIFY, the reconciler,

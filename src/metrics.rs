@@ -10,6 +10,7 @@ use prometheus::{
 };
 
 use crate::db::SCHEMA_VERSION;
+use crate::outbox::State;
 use crate::sdk_metrics::SdkMeter;
 
 /// Where a drain of the outbox was woken from.
@@ -67,8 +68,8 @@ pub struct Metrics {
 const CLAIM_SOURCES: [&str; 4] = ["notify", "settle", "poll", "reconnect"];
 const START_RESULTS: [&str; 2] = ["started", "already_started"];
 const FAIL_REASONS: [&str; 2] = ["bad_payload", "rejected"];
-const OUTCOME_STATES: [&str; 4] = ["done", "skipped", "failed", "cancelled"];
-const ROW_STATES: [&str; 3] = ["pending", "dispatched", "failed"];
+const OUTCOME_STATES: [State; 4] = [State::Done, State::Skipped, State::Failed, State::Cancelled];
+const ROW_STATES: [State; 3] = [State::Pending, State::Dispatched, State::Failed];
 const TEMPORAL_OPERATIONS: [&str; 3] = ["connect", "start_workflow", "describe_namespace"];
 const POSTGRES_QUERIES: [&str; 10] = [
     "delete_finished",
@@ -274,10 +275,10 @@ impl Metrics {
             self.failed.with_label_values(&[r]);
         }
         for s in OUTCOME_STATES {
-            self.workflow_outcomes.with_label_values(&[s]);
+            self.workflow_outcomes.with_label_values(&[s.as_str()]);
         }
         for s in ROW_STATES {
-            self.rows.with_label_values(&[s]);
+            self.rows.with_label_values(&[s.as_str()]);
         }
         for r in ["failed", "recorded"] {
             self.reconciled.with_label_values(&[r]);

@@ -21,58 +21,129 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The states of an outbox row, as stored in `trigger_relay_outbox.state` and carried in
-/// the workflow's outcome (same spelling in JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Pending,
-    Dispatched,
-    Done,
-    Skipped,
-    Failed,
-    Cancelled,
+/// A word that no member of a vocabulary spells (a `--state` flag, a row's state, an
+/// activity's outcome): the error of each vocabulary's `FromStr`, naming the word and the
+/// words it could have been.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {word:?}; expected one of {expected}")]
+pub struct UnknownWord {
+    /// What the word was meant to name: `state`, `outcome` or `skip reason`.
+    pub kind: &'static str,
+    /// The word as it arrived.
+    pub word: String,
+    /// The vocabulary's words, comma-separated.
+    pub expected: String,
 }
 
-impl State {
-    pub const ALL: [State; 6] = [
-        State::Pending,
-        State::Dispatched,
-        State::Done,
-        State::Skipped,
-        State::Failed,
-        State::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::Dispatched => "dispatched",
-            State::Done => "done",
-            State::Skipped => "skipped",
-            State::Failed => "failed",
-            State::Cancelled => "cancelled",
+/// One vocabulary of words that cross a boundary (the outbox table, the activities'
+/// results, the metrics' labels): an enum with `ALL`, `as_str`, `Display`, `FromStr` and
+/// serde, all spelled from the one word given per member, so that they cannot disagree.
+/// The words are the schema's and docs/contract.md's; the tests below check them against
+/// both, as the add-on's tests/test_vocabulary.py checks its own (trigger_relay/states.py).
+macro_rules! vocabulary {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident ($kind:literal) {
+            $( $(#[$member_meta:meta])* $member:ident = $word:literal, )+
         }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $( $(#[$member_meta])* #[serde(rename = $word)] $member, )+
+        }
+
+        impl $name {
+            /// Every member, in the order docs/contract.md lists them.
+            pub const ALL: &[Self] = &[$(Self::$member),+];
+
+            /// The member's word, as stored, sent and documented.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$member => $word,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownWord;
+
+            fn from_str(word: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|member| member.as_str() == word)
+                    .ok_or_else(|| UnknownWord {
+                        kind: $kind,
+                        word: word.to_owned(),
+                        expected: Self::ALL
+                            .iter()
+                            .map(|member| member.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// The states of an outbox row, as stored in `trigger_relay_outbox.state` (the CHECK
+    /// constraint `trigger_relay_outbox_state_valid`, sql/schema/0001_outbox.sql) and carried
+    /// in the workflow's outcome (same spelling in JSON).
+    pub enum State ("state") {
+        Pending = "pending",
+        Dispatched = "dispatched",
+        Done = "done",
+        Skipped = "skipped",
+        Failed = "failed",
+        Cancelled = "cancelled",
     }
 }
 
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+vocabulary! {
+    /// The outcome of a `perform_firing` that returned ([`FiringResult::outcome`];
+    /// docs/contract.md, "Activities"): each is also the [`State`] of the same word. A failure
+    /// is not an outcome: the activity raises.
+    pub enum FiringOutcome ("outcome") {
+        Done = "done",
+        Skipped = "skipped",
     }
 }
 
-impl std::str::FromStr for State {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        State::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = State::ALL.iter().map(|s| s.as_str()).collect();
-                format!("unknown state {s:?}; expected one of {}", names.join(", "))
-            })
+vocabulary! {
+    /// Why a firing was skipped (docs/contract.md, "Skip reasons"): the `skip_reason` of a
+    /// `skipped` row and the `reason` of a skipped [`FiringResult`].
+    pub enum SkipReason ("skip reason") {
+        TriggerDeleted = "trigger_deleted",
+        TriggerDisabled = "trigger_disabled",
+        NoActions = "no_actions",
+        EventDeleted = "event_deleted",
+        UserFilteredOut = "user_filtered_out",
+        ConditionFalse = "condition_false",
+        /// Cancelled: the row, or the site's code raised `Activity.Cancel`.
+        Cancelled = "cancelled",
+        /// The site's `Event.handle` or `Trigger.on_event` override returned without reaching
+        /// dj-triggers' own, and so without performing anything.
+        NotHandled = "not_handled",
+        /// A replay started a newer generation, whose workflow does the work.
+        Superseded = "superseded",
+        /// The row's `firing_uuid` is not the workflow's: the row id belongs to another firing.
+        FiringMismatch = "firing_mismatch",
+        /// The input names another event, trigger or user than its row (guarantees §3.7).
+        InputMismatch = "input_mismatch",
+        /// The calling workflow run is not the row's own: nothing is performed and nothing is
+        /// written on the row, so no row holds this reason (sql/queries/record_outcome.sql).
+        WorkflowMismatch = "workflow_mismatch",
+        /// A skip reported without a reason: the word the workflow records for it
+        /// (src/workflow.rs), rather than none.
+        Unspecified = "unspecified",
     }
 }
 
@@ -207,12 +278,13 @@ pub struct WorkflowInput {
 /// What the Python activity reports back (django-trigger-relay, trigger_relay/activities.py).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FiringResult {
-    /// `done` or `skipped`; anything else is recorded as a failure of the worker.
+    /// A [`FiringOutcome`] word; anything else is recorded as a failure of the worker. Kept as
+    /// the text the worker sent: a word this build does not know must fail the row, not the
+    /// workflow task's decoding, and recorded histories replay with the text they carry.
     pub outcome: String,
-    /// For `skipped`: trigger_deleted, trigger_disabled, no_actions, event_deleted,
-    /// user_filtered_out, condition_false, cancelled, not_handled, superseded,
-    /// firing_mismatch, input_mismatch, workflow_mismatch (docs/contract.md, "Skip reasons"); the
-    /// workflow records `unspecified` for a skip without one.
+    /// For `skipped`: a [`SkipReason`] word, passed on as the worker sent it (a newer worker
+    /// may know reasons this build does not); the workflow records
+    /// [`SkipReason::Unspecified`] for a skip without one.
     pub reason: Option<String>,
     /// Action ids performed by this run.
     #[serde(default)]
@@ -237,6 +309,8 @@ pub struct Outcome {
     pub firing_uuid: Option<String>,
     /// done, skipped, failed or cancelled.
     pub state: State,
+    /// For `skipped`: the [`SkipReason`] word, as the worker reported it (text, as the
+    /// recorded histories carry it).
     pub reason: Option<String>,
     pub error: Option<String>,
     #[serde(default)]
@@ -512,11 +586,252 @@ mod tests {
 
     #[test]
     fn states_round_trip() -> Result<(), serde_json::Error> {
-        for state in State::ALL {
+        for &state in State::ALL {
             assert_eq!(state.as_str().parse::<State>(), Ok(state));
             assert_eq!(serde_json::to_string(&state)?, format!("\"{state}\""));
         }
         assert!("running".parse::<State>().is_err());
         Ok(())
+    }
+
+    /// The vocabularies' words against what they must equal: the schema's CHECK constraint
+    /// and docs/contract.md, read as the add-on's tests/test_vocabulary.py reads them, so that
+    /// the daemon, the schema, the documents and the add-on (trigger_relay/states.py) cannot
+    /// drift apart.
+    mod vocabulary {
+        use std::collections::BTreeSet;
+
+        use super::super::{FiringOutcome, SkipReason, State, UnknownWord};
+
+        const SCHEMA: &str = include_str!("../sql/schema/0001_outbox.sql");
+        const CONTRACT: &str = include_str!("../docs/contract.md");
+        const STATE_CONSTRAINT: &str = "trigger_relay_outbox_state_valid";
+
+        fn words_of<T: Copy>(all: &[T], as_str: fn(T) -> &'static str) -> Vec<&'static str> {
+            all.iter().map(|&member| as_str(member)).collect()
+        }
+
+        /// The runs of `[a-z_]` in `text`.
+        fn runs(text: &str) -> Vec<&str> {
+            text.split(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .filter(|word| !word.is_empty())
+                .collect()
+        }
+
+        /// The quoted words of the CHECK of `CONSTRAINT <name>` in `sql`: the parenthesis
+        /// after `CHECK` to its matching one, so the next constraint is not read as this one.
+        fn constraint_words<'a>(sql: &'a str, name: &str) -> Vec<&'a str> {
+            let head = format!("CONSTRAINT {name}");
+            assert_eq!(sql.matches(&head).count(), 1, "{head} once in the schema");
+            let (_, rest) = sql.split_once(&head).expect("the constraint");
+            let rest = rest
+                .trim_start()
+                .strip_prefix("CHECK")
+                .expect("a CHECK constraint");
+            let open = rest.find('(').expect("CHECK (");
+            let mut depth = 0usize;
+            let mut close = None;
+            for (at, c) in rest.char_indices().skip(open) {
+                match c {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            close = Some(at);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let check = &rest[open..=close.expect("the CHECK's closing parenthesis")];
+            check.split('\'').skip(1).step_by(2).collect()
+        }
+
+        /// ``states `pending → dispatched → done | skipped | failed | cancelled` ``
+        /// ("Outbox table"): test_vocabulary.py's `states\s+`([^`]+)``.
+        fn documented_states() -> Vec<&'static str> {
+            let spelled: Vec<&str> = CONTRACT
+                .match_indices("states")
+                .filter_map(|(at, found)| {
+                    let after = &CONTRACT[at + found.len()..];
+                    let body = after.trim_start();
+                    if body.len() == after.len() {
+                        return None;
+                    }
+                    let body = body.strip_prefix('`')?;
+                    let end = body.find('`')?;
+                    (end > 0).then(|| &body[..end])
+                })
+                .collect();
+            assert_eq!(spelled.len(), 1, "one list of states: {spelled:?}");
+            runs(spelled[0])
+        }
+
+        /// `{"outcome": "done"/"skipped", ...}`, perform_firing's result ("Activities"):
+        /// test_vocabulary.py's `"outcome": ((?:"[a-z_]+"/?)+)`.
+        fn documented_outcomes() -> Vec<&'static str> {
+            let lists: Vec<Vec<&str>> = CONTRACT
+                .match_indices("\"outcome\": ")
+                .map(|(at, found)| {
+                    let mut rest = &CONTRACT[at + found.len()..];
+                    let mut words = Vec::new();
+                    while let Some(quoted) = rest.strip_prefix('"') {
+                        let len = quoted
+                            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                            .unwrap_or(quoted.len());
+                        let Some(after) = quoted[len..].strip_prefix('"') else {
+                            break;
+                        };
+                        if len == 0 {
+                            break;
+                        }
+                        words.push(&quoted[..len]);
+                        rest = after.strip_prefix('/').unwrap_or(after);
+                    }
+                    words
+                })
+                .filter(|words| !words.is_empty())
+                .collect();
+            assert_eq!(lists.len(), 1, "one list of outcomes: {lists:?}");
+            lists.into_iter().next().unwrap_or_default()
+        }
+
+        /// The paragraph "Skip reasons: a, b (what b means), c ..." under "Activities", without
+        /// what stands in parentheses (nested ones included).
+        fn documented_skip_reasons() -> Vec<String> {
+            let start = "Skip reasons:";
+            let paragraphs: Vec<&str> = CONTRACT
+                .split("\n\n")
+                .filter(|block| block.starts_with(start))
+                .collect();
+            assert_eq!(paragraphs.len(), 1, "one paragraph {start:?}");
+            let mut listed = String::new();
+            let mut depth = 0usize;
+            for c in paragraphs[0][start.len()..].chars() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth = depth.saturating_sub(1),
+                    _ if depth == 0 => listed.push(c),
+                    _ => {}
+                }
+            }
+            listed
+                .split(',')
+                .map(|word| word.trim_matches([' ', '\n', '.']).to_owned())
+                .collect()
+        }
+
+        #[test]
+        fn the_states_are_the_check_constraint_s() {
+            assert_eq!(
+                constraint_words(SCHEMA, STATE_CONSTRAINT),
+                words_of(State::ALL, State::as_str)
+            );
+        }
+
+        /// The constraint the test above reads is the one in force: no later schema file
+        /// redefines it (released files are never edited; a new one would, CONTRIBUTING.md).
+        #[test]
+        fn no_later_schema_file_redefines_the_state_constraint() -> std::io::Result<()> {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/schema");
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path
+                    .file_name()
+                    .is_some_and(|name| name == "0001_outbox.sql")
+                {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path)?;
+                assert!(
+                    !text.contains(STATE_CONSTRAINT),
+                    "{} redefines {STATE_CONSTRAINT}: read the states from it",
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn the_states_are_the_documented_ones() {
+            assert_eq!(documented_states(), words_of(State::ALL, State::as_str));
+        }
+
+        #[test]
+        fn the_outcomes_are_the_documented_ones_and_states() {
+            assert_eq!(
+                documented_outcomes(),
+                words_of(FiringOutcome::ALL, FiringOutcome::as_str)
+            );
+            for outcome in FiringOutcome::ALL {
+                assert!(outcome.as_str().parse::<State>().is_ok(), "{outcome}");
+            }
+        }
+
+        #[test]
+        fn the_skip_reasons_are_the_documented_ones() {
+            let documented = documented_skip_reasons();
+            let unique: BTreeSet<&str> = documented.iter().map(String::as_str).collect();
+            assert_eq!(unique.len(), documented.len(), "{documented:?}");
+            let ours: BTreeSet<&str> = words_of(SkipReason::ALL, SkipReason::as_str)
+                .into_iter()
+                .collect();
+            assert_eq!(ours.len(), SkipReason::ALL.len());
+            assert_eq!(unique, ours);
+        }
+
+        #[test]
+        fn members_are_their_words() -> Result<(), serde_json::Error> {
+            fn check<T>(all: &[T], as_str: fn(T) -> &'static str) -> Result<(), serde_json::Error>
+            where
+                T: Copy
+                    + PartialEq
+                    + std::fmt::Debug
+                    + std::fmt::Display
+                    + std::str::FromStr<Err = UnknownWord>
+                    + serde::Serialize
+                    + serde::de::DeserializeOwned,
+            {
+                for &member in all {
+                    let word = as_str(member);
+                    assert_eq!(member.to_string(), word);
+                    assert_eq!(word.parse::<T>(), Ok(member));
+                    assert_eq!(serde_json::to_string(&member)?, format!("\"{word}\""));
+                    assert_eq!(serde_json::from_str::<T>(&format!("\"{word}\""))?, member);
+                }
+                Ok(())
+            }
+            check(State::ALL, State::as_str)?;
+            check(FiringOutcome::ALL, FiringOutcome::as_str)?;
+            check(SkipReason::ALL, SkipReason::as_str)
+        }
+
+        #[test]
+        fn an_unknown_word_is_named() {
+            assert_eq!(
+                "running".parse::<State>().map_err(|e| e.to_string()),
+                Err(
+                    "unknown state \"running\"; expected one of pending, dispatched, done, \
+                     skipped, failed, cancelled"
+                        .to_owned()
+                )
+            );
+            let unknown = "failed".parse::<FiringOutcome>().err();
+            assert_eq!(
+                unknown.as_ref().map(|e| (e.kind, e.word.as_str())),
+                Some(("outcome", "failed"))
+            );
+            let unknown = "Not_Handled".parse::<SkipReason>().err();
+            assert_eq!(
+                unknown
+                    .map(|e| e.to_string())
+                    .as_deref()
+                    .map(|m| m.starts_with(
+                        "unknown skip reason \"Not_Handled\"; expected one of trigger_deleted, "
+                    )),
+                Some(true)
+            );
+        }
     }
 }

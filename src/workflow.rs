@@ -28,7 +28,7 @@ use temporalio_sdk::{
 
 use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::outbox::{FiringResult, Outcome, State, WorkflowInput};
+use crate::outbox::{FiringOutcome, FiringResult, Outcome, SkipReason, State, WorkflowInput};
 
 /// Patch of the heartbeat timeout on perform_firing (guarantees §3.6), retired in history
 /// version v4 (docs/versioning.md, "Removing a patch"): histories recorded from its
@@ -143,28 +143,35 @@ impl TriggerWorkflow {
             .execute_activity(DjangoActivities::perform_firing, perform_input, perform)
             .await;
         let (final_outcome, recorded) = match result {
-            Ok(firing) if firing.outcome == "done" => (
-                Outcome {
-                    performed: firing.performed,
-                    ..outcome(State::Done, None, None)
-                },
-                firing.recorded,
-            ),
-            Ok(firing) if firing.outcome == "skipped" => {
-                let reason = firing.reason.or_else(|| Some("unspecified".into()));
-                (outcome(State::Skipped, reason, None), firing.recorded)
-            }
-            Ok(firing) => (
-                outcome(
-                    State::Failed,
-                    None,
-                    Some(format!(
-                        "unknown outcome {:?} from the Python worker",
-                        firing.outcome
-                    )),
+            Ok(firing) => match firing.outcome.parse::<FiringOutcome>() {
+                Ok(FiringOutcome::Done) => (
+                    Outcome {
+                        performed: firing.performed,
+                        ..outcome(State::Done, None, None)
+                    },
+                    firing.recorded,
                 ),
-                false,
-            ),
+                Ok(FiringOutcome::Skipped) => {
+                    let reason = firing
+                        .reason
+                        .or_else(|| Some(SkipReason::Unspecified.as_str().to_owned()));
+                    (outcome(State::Skipped, reason, None), firing.recorded)
+                }
+                // A word this build does not know (a worker of another release, a site's
+                // own worker) fails the row with it, not the workflow task: the outcomes are
+                // docs/contract.md's ("Activities").
+                Err(unknown) => (
+                    outcome(
+                        State::Failed,
+                        None,
+                        Some(format!(
+                            "unknown outcome {:?} from the Python worker",
+                            unknown.word
+                        )),
+                    ),
+                    false,
+                ),
+            },
             Err(err) => (
                 outcome(State::Failed, None, Some(failure_message(&err))),
                 false,

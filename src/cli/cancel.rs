@@ -8,6 +8,7 @@ use super::output::{self, escape};
 use crate::config::CancelConfig;
 use crate::db::{CancelSelection, Db};
 use crate::error::Error;
+use crate::outbox::State;
 use crate::temporal;
 
 #[derive(Debug, serde::Serialize)]
@@ -34,7 +35,11 @@ pub async fn cancel(config: CancelConfig) -> Result<(), Error> {
     };
     let candidates = db.select_for_cancel(&selection).await?;
     // Connect before changing anything, so an unreachable Temporal leaves every row as it was.
-    let any_dispatched = candidates.iter().any(|c| c.state == "dispatched");
+    // The states come from the row (its CHECK constraint); a word this build does not know
+    // is neither pending nor dispatched, as before.
+    let any_dispatched = candidates
+        .iter()
+        .any(|c| c.state.parse() == Ok(State::Dispatched));
     let client = if any_dispatched && !config.dry_run {
         Some(temporal::connect(&config.temporal, "trigger-relay-cancel").await?)
     } else {
@@ -45,7 +50,7 @@ pub async fn cancel(config: CancelConfig) -> Result<(), Error> {
     let mut report = Vec::new();
     let mut failed_requests = 0usize;
     for candidate in &candidates {
-        let action = if candidate.state == "pending" {
+        let action = if candidate.state.parse() == Ok(State::Pending) {
             if config.dry_run {
                 "would cancel".to_owned()
             } else if cancelled_pending.contains(&candidate.id) {

@@ -7,17 +7,20 @@ use super::output::{self, escape};
 use crate::config::StatusConfig;
 use crate::db::Db;
 use crate::error::Error;
+use crate::outbox::State;
 
 pub async fn status(config: StatusConfig) -> Result<(), Error> {
     let db = Db::for_command(&config.database)?;
     db.check_schema().await?;
     let (counts, failures) = db.status(config.failures).await?;
-    let pending = counts.iter().find(|c| c.state == "pending");
+    let pending = counts
+        .iter()
+        .find(|c| c.state.parse() == Ok(State::Pending));
     let backlog = pending.map_or(0, |c| c.rows);
     let oldest = pending.and_then(|c| c.oldest_age_seconds);
     let failed = counts
         .iter()
-        .find(|c| c.state == "failed")
+        .find(|c| c.state.parse() == Ok(State::Failed))
         .map_or(0, |c| c.rows);
     let mut out = std::io::stdout().lock();
     if config.json {

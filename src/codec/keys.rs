@@ -12,9 +12,11 @@ use base64::engine::general_purpose::STANDARD;
 use super::{EncryptionCodec, KEY_BYTES, Keys, valid_key_id};
 use crate::config::CodecConfig;
 
-pub const KEYS_FILE: &str = "TRIGGER_RELAY_CODEC_KEYS_FILE";
-pub const CURRENT_KEY_ID: &str = "TRIGGER_RELAY_CODEC_CURRENT_KEY_ID";
+pub(crate) const KEYS_FILE: &str = "TRIGGER_RELAY_CODEC_KEYS_FILE";
+pub(crate) const CURRENT_KEY_ID: &str = "TRIGGER_RELAY_CODEC_CURRENT_KEY_ID";
 
+/// `pub`, unlike the rest of the codec: the public `error::Error` carries it (through
+/// `TemporalError::Codec`).
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     #[error("cannot read {KEYS_FILE} {path}: {source}")]
@@ -49,7 +51,7 @@ impl CodecConfig {
     /// The codec these settings describe: None when neither is set (payloads travel as JSON,
     /// as before); an error for a half-configured or malformed pair, so that the daemon
     /// refuses to start rather than send in the clear what it was told to encrypt.
-    pub fn load(&self) -> Result<Option<Arc<EncryptionCodec>>, KeyFileError> {
+    pub(crate) fn load(&self) -> Result<Option<Arc<EncryptionCodec>>, KeyFileError> {
         let current = self
             .codec_current_key_id
             .as_deref()
@@ -78,7 +80,7 @@ impl CodecConfig {
 }
 
 /// The keys of the file at `path`, in file order.
-pub fn read(path: &Path) -> Result<Keys, KeyFileError> {
+pub(crate) fn read(path: &Path) -> Result<Keys, KeyFileError> {
     let bytes = std::fs::read(path).map_err(|source| KeyFileError::Read {
         path: path.to_owned(),
         source,
@@ -105,7 +107,7 @@ pub fn read(path: &Path) -> Result<Keys, KeyFileError> {
 /// that does not parse is never quoted: it may be a key pasted without its id (a key's
 /// base64 padding is an `=` too), so only an id that parsed, before a key that decoded, is
 /// named.
-pub fn parse(text: &str) -> Result<Keys, (usize, String)> {
+pub(crate) fn parse(text: &str) -> Result<Keys, (usize, String)> {
     let mut keys: Keys = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;

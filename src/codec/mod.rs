@@ -18,8 +18,8 @@
 //! completes; search attributes and the workflow's summary are not payloads it encodes, which
 //! is what TRIGGER_RELAY_VISIBILITY_PERSONAL_DATA is about (src/search_attributes.rs).
 
-pub mod keys;
-pub mod server;
+pub(crate) mod keys;
+pub(crate) mod server;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -36,18 +36,18 @@ use temporalio_common::data_converters::{
 use temporalio_common::protos::temporal::api::common::v1::Payload;
 
 /// Metadata key of a payload's encoding (Temporal's own).
-pub const ENCODING: &str = "encoding";
+pub(crate) const ENCODING: &str = "encoding";
 /// The encoding of an encrypted payload.
-pub const ENCRYPTED: &[u8] = b"binary/encrypted";
+pub(crate) const ENCRYPTED: &[u8] = b"binary/encrypted";
 /// Metadata key naming the key that encrypted a payload.
 pub const KEY_ID: &str = "encryption-key-id";
 /// AES-256: keys are 32 bytes.
-pub const KEY_BYTES: usize = 32;
+pub(crate) const KEY_BYTES: usize = 32;
 /// GCM's tag, after the ciphertext.
 const TAG_BYTES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CodecError {
+pub(crate) enum CodecError {
     #[error(
         "a payload is encrypted with key id {key_id:?}, which is not configured (keys: {known}); \
          add that key to TRIGGER_RELAY_CODEC_KEYS_FILE"
@@ -74,7 +74,7 @@ pub enum CodecError {
 
 /// A key id as the key file and the metadata carry it: 1 to 64 characters of letters,
 /// digits, `.`, `_` and `-` (it is public: it is stored in every payload).
-pub fn valid_key_id(id: &str) -> bool {
+pub(crate) fn valid_key_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -82,10 +82,10 @@ pub fn valid_key_id(id: &str) -> bool {
 }
 
 /// Keys by id, as the key file lists them.
-pub type Keys = Vec<(String, [u8; KEY_BYTES])>;
+pub(crate) type Keys = Vec<(String, [u8; KEY_BYTES])>;
 
 /// The configured keys: all of them decrypt, the current one encrypts.
-pub struct EncryptionCodec {
+pub(crate) struct EncryptionCodec {
     keys: BTreeMap<String, LessSafeKey>,
     current: String,
     random: SystemRandom,
@@ -104,7 +104,7 @@ impl std::fmt::Debug for EncryptionCodec {
 impl EncryptionCodec {
     /// From (id, key) pairs and the id of the key that encrypts; None if that id is not among
     /// them. Ids are checked by the key file's parser ([`keys`]).
-    pub fn new(keys: Keys, current: &str) -> Option<Self> {
+    pub(crate) fn new(keys: Keys, current: &str) -> Option<Self> {
         let keys: BTreeMap<String, LessSafeKey> = keys
             .into_iter()
             .filter_map(|(id, key)| {
@@ -120,16 +120,16 @@ impl EncryptionCodec {
         })
     }
 
-    pub fn current_key_id(&self) -> &str {
+    pub(crate) fn current_key_id(&self) -> &str {
         &self.current
     }
 
-    pub fn key_ids(&self) -> Vec<&str> {
+    pub(crate) fn key_ids(&self) -> Vec<&str> {
         self.keys.keys().map(String::as_str).collect()
     }
 
     /// `payload` encrypted with the current key.
-    pub fn encrypt(&self, payload: &Payload) -> Result<Payload, CodecError> {
+    pub(crate) fn encrypt(&self, payload: &Payload) -> Result<Payload, CodecError> {
         let key = self
             .keys
             .get(&self.current)
@@ -160,7 +160,7 @@ impl EncryptionCodec {
 
     /// `payload` decrypted with the key its metadata names; a payload that is not
     /// `binary/encrypted` as it is.
-    pub fn decrypt(&self, payload: Payload) -> Result<Payload, CodecError> {
+    pub(crate) fn decrypt(&self, payload: Payload) -> Result<Payload, CodecError> {
         if !is_encrypted(&payload) {
             return Ok(payload);
         }
@@ -237,7 +237,7 @@ impl PayloadCodec for EncryptionCodec {
 
 /// One line at start saying what is encrypted, and a warning where personal data still
 /// reaches Temporal unencrypted (search attributes and summaries are not payloads).
-pub fn log_status(codec: Option<&EncryptionCodec>, visibility_personal_data: bool) {
+pub(crate) fn log_status(codec: Option<&EncryptionCodec>, visibility_personal_data: bool) {
     match codec {
         None => tracing::info!(
             "payload encryption off: payloads reach Temporal as JSON \
@@ -266,7 +266,7 @@ pub fn log_status(codec: Option<&EncryptionCodec>, visibility_personal_data: boo
 /// the commands'): the SDK's default without keys; with them, the encryption codec, and
 /// failures whose message and stack trace travel in an encoded (so encrypted) attribute, as
 /// the Python worker sends them: a site's exception text is personal data too.
-pub fn data_converter(codec: Option<Arc<EncryptionCodec>>) -> DataConverter {
+pub(crate) fn data_converter(codec: Option<Arc<EncryptionCodec>>) -> DataConverter {
     match codec {
         None => DataConverter::default(),
         Some(codec) => DataConverter::new(

@@ -34,18 +34,18 @@ use temporalio_common::protos::temporal::api::common::v1::Payload;
 use super::EncryptionCodec;
 use crate::config::CodecServerConfig;
 
-pub const TOKEN_FILE: &str = "TRIGGER_RELAY_CODEC_SERVER_TOKEN_FILE";
-pub const CORS_ORIGIN: &str = "TRIGGER_RELAY_CODEC_CORS_ORIGIN";
+pub(crate) const TOKEN_FILE: &str = "TRIGGER_RELAY_CODEC_SERVER_TOKEN_FILE";
+pub(crate) const CORS_ORIGIN: &str = "TRIGGER_RELAY_CODEC_CORS_ORIGIN";
 /// Shortest token accepted: a bearer token is a password that never gets typed.
-pub const MIN_TOKEN_CHARS: usize = 16;
+pub(crate) const MIN_TOKEN_CHARS: usize = 16;
 /// Largest request body: Temporal's payloads are at most 2 MiB each by default, and the UI
 /// decodes an event's payloads together.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Headers the Temporal UI and CLI send (the UI adds `X-Namespace`).
 const ALLOWED_HEADERS: &str = "Authorization, Content-Type, X-Namespace";
 
 #[derive(Debug, thiserror::Error)]
-pub enum CodecServerError {
+pub(crate) enum CodecServerError {
     #[error("cannot read {TOKEN_FILE} {path}: {source}")]
     Read {
         path: PathBuf,
@@ -94,7 +94,7 @@ impl Token {
 }
 
 /// The endpoint's settings and keys.
-pub struct CodecServer {
+pub(crate) struct CodecServer {
     codec: Arc<EncryptionCodec>,
     token: Token,
     /// The one origin allowed, as browsers send it (`Origin`'s ASCII serialization).
@@ -112,7 +112,7 @@ impl std::fmt::Debug for CodecServer {
 
 impl CodecServer {
     /// The endpoint these settings describe: None when no token file is set.
-    pub fn from_config(
+    pub(crate) fn from_config(
         config: &CodecServerConfig,
         codec: Option<Arc<EncryptionCodec>>,
     ) -> Result<Option<Self>, CodecServerError> {
@@ -145,7 +145,7 @@ impl CodecServer {
     }
 
     /// The routes, with their state; merged into the HTTP endpoint's router (src/http.rs).
-    pub fn router(self) -> Router {
+    pub(crate) fn router(self) -> Router {
         let origin = self
             .origin
             .as_ref()
@@ -395,22 +395,22 @@ fn from_base64(what: &str, text: &str) -> Result<Vec<u8>, String> {
 
 /// `temporal.api.common.v1.Payloads` as protobuf JSON.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct JsonPayloads {
+pub(crate) struct JsonPayloads {
     #[serde(default)]
-    pub payloads: Vec<JsonPayload>,
+    pub(crate) payloads: Vec<JsonPayload>,
 }
 
 /// `temporal.api.common.v1.Payload` as protobuf JSON: bytes as base64.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct JsonPayload {
+pub(crate) struct JsonPayload {
     #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
+    pub(crate) metadata: BTreeMap<String, String>,
     #[serde(default)]
-    pub data: String,
+    pub(crate) data: String,
 }
 
 impl JsonPayloads {
-    pub fn from_payloads(payloads: &[Payload]) -> Self {
+    pub(crate) fn from_payloads(payloads: &[Payload]) -> Self {
         Self {
             payloads: payloads
                 .iter()
@@ -426,7 +426,7 @@ impl JsonPayloads {
         }
     }
 
-    pub fn into_payloads(self) -> Result<Vec<Payload>, String> {
+    pub(crate) fn into_payloads(self) -> Result<Vec<Payload>, String> {
         self.payloads
             .into_iter()
             .enumerate()

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{Db, DbError, DispatchedRow};
 use crate::metrics::Metrics;
+use crate::outbox::{SkipReason, State};
 use crate::workflow::TriggerWorkflow;
 
 /// Rows described per claim; a pass claims until fewer come back.
@@ -61,7 +62,7 @@ impl Reconciler {
         let (dispatched, overdue) = self.db.dispatched_overdue(self.after).await?;
         self.metrics
             .rows
-            .with_label_values(&["dispatched"])
+            .with_label_values(&[State::Dispatched.as_str()])
             .set(dispatched);
         self.metrics.dispatched_overdue.set(overdue);
         loop {
@@ -112,7 +113,10 @@ impl Reconciler {
                 self.fail(
                     row,
                     workflow_id,
-                    "workflow_mismatch: the workflow with this id completed for another firing",
+                    &format!(
+                        "{}: the workflow with this id completed for another firing",
+                        SkipReason::WorkflowMismatch
+                    ),
                 )
                 .await
             }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::Db;
 use crate::health::{Component, Health};
 use crate::metrics::Metrics;
+use crate::outbox::State;
 use crate::temporal;
 
 pub async fn run(
@@ -35,8 +36,14 @@ pub async fn run(
                 metrics
                     .oldest_pending_age
                     .set(b.oldest_pending_age.unwrap_or(0.0));
-                metrics.rows.with_label_values(&["pending"]).set(b.pending);
-                metrics.rows.with_label_values(&["failed"]).set(b.failed);
+                metrics
+                    .rows
+                    .with_label_values(&[State::Pending.as_str()])
+                    .set(b.pending);
+                metrics
+                    .rows
+                    .with_label_values(&[State::Failed.as_str()])
+                    .set(b.failed);
             }
             Err(err) => tracing::debug!(error = %err, "backlog query failed"),
         }
