@@ -34,7 +34,7 @@ bench-smoke: ## every phase of the bench once, a few firings, the debug daemon (
 	scripts/bootstrap.sh
 	BENCH_DATABASE=trigger_relay_bench_smoke .venv/bin/python bench/end_to_end.py \
 		--daemon target/debug/trigger-relay --firings 20 --latency 5 --repeats 1 \
-		--backlog 50 --users 2
+		--backlog 50 --users 2 --fanout 20
 
 bootstrap:   ## install from requirements.lock and Cargo.lock, build the daemon
 	scripts/bootstrap.sh

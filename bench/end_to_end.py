@@ -3,7 +3,8 @@ dj-triggers on Celery (Redis) and the same trigger through the outbox, the daemo
 and the Python worker.
 
     .venv/bin/python bench/end_to_end.py [--firings 1000] [--latency 40] [--repeats 3]
-        [--backlog 2000] [--users 1] [--server wal|memory] [--poll-interval 5]
+        [--backlog 2000] [--users 1] [--fanout 2000,20000] [--server wal|memory]
+        [--poll-interval 5]
     make bench                  # the same, after a release build of the daemon
 
 It starts its own processes on free ports: a Temporal dev server (SQLite file in WAL mode,
@@ -20,6 +21,22 @@ and route, in alternating order:
   firings/s from the first fire to the last action, and the CPU seconds each process spent
   meanwhile, per 1,000 firings (process trees, so Celery's prefork children and PostgreSQL's
   backends count, exited ones included).
+- fan-out, for each N of `--fanout`: one clock event fired for N users in one transaction, as
+  the example's `manage.py fire_clock` does (`HourlyClockEvent.fire_all()`: every active user;
+  the bench makes exactly N of its users active first). Two more triggers, one per route,
+  defined as the example's hourly reminder (HourlyClockEvent, HasUncompletedTaskCondition,
+  ActionFrequencyCondition, SendEmailAction with its templates; the frequency limit 0 instead
+  of a day, so that every repeat fires again; every user has one open task); only the one
+  being measured is enabled. Firings/s from the fire to the last action performed (the last
+  SentEmail's `sent_at`), the firing transaction's duration, and the CPU seconds per 1,000
+  firings of each process tree, as in the sustained phase. The users (as many as the largest
+  N, or `--users`) are created once per run, in bulk.
+
+On the Temporal route (and the baseline daemon's), the sustained and fan-out phases also
+count Temporal's billable actions: the dev server's Prometheus endpoint (`--metrics-port`) is
+scraped before and after each phase, once the route's workflows have finished, and the delta
+of its `action` counter (all label sets of the route's namespace; label `action_type`) is
+divided by the phase's firings. The bench fails if the counter is absent or did not move.
 
 With the Temporal route, each repeat then runs two phases with the daemon restarted in
 another mode (SIGTERM, then the same binary with other settings; same server, worker and
@@ -41,13 +58,13 @@ database):
 
 `--server memory` runs everything against an in-memory dev server instead of the WAL file;
 `--users N` spreads the sustained and backlog firings over N users (one (trigger, user) pair
-serializes its performs on its Activity row lock).
+serializes its performs on its Activity row lock). `--fanout ''` leaves the fan-out out.
 
 With `--baseline-daemon PATH` (another build of the daemon, e.g. the last release's), each
 repeat also runs the Temporal route with that daemon (swapped in and out; same server, worker
 and database), and the table gains its column and the Temporal / baseline ratio: how a change
 to the daemon or the workflow moves the figures, in the same invocation. The poll-only and
-start-rate phases run with `--daemon` only.
+start-rate phases run with `--daemon` only; the fan-out runs with both.
 
 Prints one table (median and min-max over repeats, the Temporal/Celery ratio) and writes
 the figures as JSON to bench/results/. Nothing else should run on the machine meanwhile:
@@ -63,6 +80,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import socket
@@ -101,6 +119,13 @@ SERVERS = {
     "memory": "start-dev, in memory (no --db-filename)",
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: The namespace the daemon starts its workflows in (its TRIGGER_RELAY_TEMPORAL_NAMESPACE).
+NAMESPACE = os.environ.get("TRIGGER_RELAY_TEMPORAL_NAMESPACE") or "default"
+#: The dev server's counter of billable actions, as `temporal server start-dev` exports it
+#: (a Prometheus exporter may add the `_total` suffix).
+ACTION_METRICS = ("action", "action_total")
+#: The fan-out's clock triggers, in `triggers` next to the task-completed ones (by route).
+CLOCK = "clock {}"
 
 
 def free_port() -> int:
@@ -180,6 +205,8 @@ class Processes:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.temporal_port = free_port()
         self.metrics_port = free_port()
+        #: The dev server's Prometheus endpoint (its billable actions: `server_actions`).
+        self.server_metrics_port = free_port()
         self.env = {
             **os.environ,
             "DATABASE_URL": DB_URL,
@@ -226,7 +253,8 @@ class Processes:
                 str(VENV_BIN / "temporal"),
                 *("server", "start-dev", "--headless", "--log-level", "error"),
                 *("--ip", "127.0.0.1", "--port", str(self.temporal_port)),
-                *("--http-port", str(free_port()), "--metrics-port", str(free_port())),
+                *("--http-port", str(free_port())),
+                *("--metrics-port", str(self.server_metrics_port)),
                 *(self.database_args() if server == "wal" else ()),
                 *partitions,
             ],
@@ -376,18 +404,33 @@ def setup_django() -> None:
     import example_site.celery  # noqa: F401
 
 
+#: Rows per INSERT when seeding users and their open tasks.
+SEED_BATCH = 5000
+
+
 def seed(users: int) -> tuple[list[Any], dict[str, Any]]:
-    """``users`` users (the first one is the example's one user) and the two triggers."""
+    """``users`` users in pk order (the first one is the example's one user), each with one
+    open task (the clock triggers' condition), and the four triggers: task completed and the
+    clock reminder, for each route (``triggers[route]``, ``triggers[CLOCK.format(route)]``)."""
     from django.contrib.auth import get_user_model
+    from tasks.models import HasUncompletedTaskCondition
+    from tasks.models import HourlyClockEvent
     from tasks.models import SendEmailAction
+    from tasks.models import Task
     from tasks.models import TaskCompletedEvent
+    from triggers.models import ActionFrequencyCondition
     from triggers.models import Trigger
 
-    from trigger_relay.routes import set_routes
+    from trigger_relay.firing.routes import set_routes
 
     names = ["bench", *(f"bench{i}" for i in range(2, users + 1))]
-    created = get_user_model().objects.bulk_create(
-        get_user_model()(username=name, email=f"{name}@example.com") for name in names
+    user_model = get_user_model()
+    created = user_model.objects.bulk_create(
+        (user_model(username=name, email=f"{name}@example.com") for name in names),
+        batch_size=SEED_BATCH,
+    )
+    Task.objects.bulk_create(
+        (Task(user=user, title="bench: open task") for user in created), batch_size=SEED_BATCH
     )
     triggers = {}
     for route in ROUTES:
@@ -400,12 +443,30 @@ def seed(users: int) -> tuple[list[Any], dict[str, Any]]:
         )
         set_routes([trigger.pk], route, changed_by="bench")  # type: ignore[arg-type]
         triggers[route] = trigger
+        # As the example's "Remind users with open tasks, at most daily" (seed_demo.py),
+        # but with no frequency limit: each repeat's fan-out fires for every user again.
+        trigger = Trigger.objects.create(name=f"bench: hourly clock, {route}", is_enabled=False)
+        HourlyClockEvent.objects.create(trigger=trigger)
+        HasUncompletedTaskCondition.objects.create(trigger=trigger)
+        ActionFrequencyCondition.objects.create(trigger=trigger, limit=dt.timedelta(0))
+        SendEmailAction.objects.create(
+            trigger=trigger,
+            subject="{{ user.username }}, you have open tasks",
+            body=(
+                "{% for task in user.tasks.all %}{% if not task.completed_at %}"
+                "- {{ task.title }}\n{% endif %}{% endfor %}(clock: {{ fired_at }})\n"
+            ),
+        )
+        set_routes([trigger.pk], route, changed_by="bench")  # type: ignore[arg-type]
+        triggers[CLOCK.format(route)] = trigger
     return created, triggers
 
 
-def enable_only(triggers: dict[str, Any], route: str) -> None:
-    for name, trigger in triggers.items():
-        trigger.is_enabled = name == route
+def enable_only(triggers: dict[str, Any], name: str) -> None:
+    """Enable ``triggers[name]`` (a route's task-completed trigger, or ``CLOCK.format(route)``)
+    and disable the others."""
+    for key, trigger in triggers.items():
+        trigger.is_enabled = key == name
         trigger.save(update_fields=["is_enabled"])
 
 
@@ -461,25 +522,193 @@ def start_latency(tasks: list[Any]) -> dict[str, list[float]]:
     }
 
 
+def self_cpu() -> float:
+    """CPU seconds of this process (the site firing its triggers) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_per_1000(
+    pids: dict[str, int], before: dict[str, float], site_s: float, n: int
+) -> dict[str, float]:
+    """CPU seconds per 1,000 firings of each process tree since ``before`` (their
+    ``tree_cpu``), and of the site's firing process (``site_s``, measured by the caller)."""
+    cpu = {name: tree_cpu(pid) - before[name] for name, pid in pids.items()}
+    cpu["site (firing process)"] = site_s
+    return {name: seconds * 1000 / n for name, seconds in cpu.items()}
+
+
 def sustained_phase(users: list[Any], n: int, label: str, pids: dict[str, int]) -> dict[str, Any]:
     tasks = new_tasks(users, n, label)
     cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
-    self_before = resource.getrusage(resource.RUSAGE_SELF)
+    self_before = self_cpu()
     started = time.perf_counter()
     for task in tasks:
         task.complete()
     fired = time.perf_counter() - started
-    self_after = resource.getrusage(resource.RUSAGE_SELF)
+    site_s = self_cpu() - self_before
     wait_until(f"{n} actions of {label}", 600, lambda: emails_for(tasks) == n, every=0.05)
     elapsed = time.perf_counter() - started
-    cpu = {name: tree_cpu(pid) - cpu_before[name] for name, pid in pids.items()}
-    cpu["site (firing process)"] = (self_after.ru_utime + self_after.ru_stime) - (
-        self_before.ru_utime + self_before.ru_stime
-    )
     return {
         "firings_per_s": n / elapsed,
         "fire_loop_s": fired,
-        "cpu_s_per_1000": {name: seconds * 1000 / n for name, seconds in cpu.items()},
+        "cpu_s_per_1000": cpu_per_1000(pids, cpu_before, site_s, n),
+    }
+
+
+def activate_first(users: list[Any], n: int) -> None:
+    """Make exactly the first ``n`` of ``users`` (pk order; all the database's users) active,
+    in one statement: the fan-out's clock event fires for every active user."""
+    from django.contrib.auth import get_user_model
+    from django.db.models import Case
+    from django.db.models import Value
+    from django.db.models import When
+
+    last = users[n - 1].pk
+    get_user_model().objects.update(
+        is_active=Case(When(pk__lte=last, then=Value(True)), default=Value(False))
+    )
+    active = get_user_model().objects.filter(is_active=True).count()
+    if active != n:
+        raise SystemExit(f"bench: {active} active users for a fan-out of {n}")
+
+
+def fanout_phase(
+    users: list[Any], n: int, trigger: Any, label: str, pids: dict[str, int]
+) -> dict[str, Any]:
+    """One clock event fired for ``n`` users in one transaction, as ``manage.py fire_clock``
+    does (``HourlyClockEvent.fire_all()``, ``trigger`` the only enabled clock trigger), waited
+    for: firings/s from the fire to the last action performed, and CPU per 1,000 firings."""
+    from django.db.models import Max
+    from tasks.models import HourlyClockEvent
+    from tasks.models import SendEmailAction
+    from tasks.models import SentEmail
+
+    activate_first(users, n)
+    action = SendEmailAction.objects.get(trigger=trigger)
+    after_id = SentEmail.objects.aggregate(last=Max("id"))["last"] or 0
+    mails = SentEmail.objects.filter(action=action, id__gt=after_id)
+    cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
+    self_before = self_cpu()
+    before = time.time()
+    started = time.perf_counter()
+    fired_events = HourlyClockEvent.fire_all()
+    fire_s = time.perf_counter() - started
+    site_s = self_cpu() - self_before
+    if fired_events != 1:
+        raise SystemExit(f"bench: {fired_events} clock events fired for {label}, not 1")
+    # Counting the phase's SentEmail rows is PostgreSQL work in the measured window: every
+    # 0.25 s, not faster; the last action's time comes from the rows, not from this poll.
+    wait_until(
+        f"{n} actions of {label}",
+        600 + n / 4,
+        lambda: mails.count() >= n,
+        every=0.25,
+    )
+    cpu = cpu_per_1000(pids, cpu_before, site_s, n)
+    found = mails.count()
+    if found != n:
+        raise SystemExit(f"bench: {found} actions for a fan-out of {n} ({label})")
+    last = mails.aggregate(last=Max("sent_at"))["last"].timestamp()
+    return {
+        "firings": n,
+        "firings_per_s": n / (last - before),
+        "fire_s": fire_s,
+        "fire_to_last_action_s": last - before,
+        "cpu_s_per_1000": cpu,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Temporal's billable actions, from the dev server's Prometheus endpoint
+
+#: One sample line of the Prometheus text format: name, optional {labels}, value.
+_SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_actions(text: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of the `action` counter (``ACTION_METRICS``) in a Prometheus text page, by
+    label set (sorted (name, value) pairs). Raises SystemExit if there is none: a renamed or
+    missing counter must not read as zero actions."""
+    samples: dict[tuple[tuple[str, str], ...], float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None or match["name"] not in ACTION_METRICS:
+            continue
+        labels = tuple(sorted(_LABEL.findall(match["labels"] or "")))
+        samples[labels] = samples.get(labels, 0.0) + float(match["value"])
+    if not samples:
+        raise SystemExit(
+            f"bench: the Temporal dev server's /metrics has no {' or '.join(ACTION_METRICS)} "
+            "counter: cannot count billable actions"
+        )
+    return samples
+
+
+def server_actions(processes: Processes) -> dict[tuple[tuple[str, str], ...], float]:
+    """The dev server's `action` counter now, by label set."""
+    url = f"http://127.0.0.1:{processes.server_metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return parse_actions(response.read().decode())
+
+
+#: Seconds between two scrapes that must agree: the dev server's /metrics shows a counter's
+#: increments up to about 1 s late (its reporter's interval; a start showed after 0.5-0.9 s).
+ACTIONS_SETTLE_S = 1.5
+
+
+def settled_actions(processes: Processes) -> dict[tuple[tuple[str, str], ...], float]:
+    """The `action` counter once no workflow of the route runs and two scrapes
+    ``ACTIONS_SETTLE_S`` apart agree: every action of the firings before is counted, none of
+    the next phase's."""
+    wait_until(
+        "the Temporal route's workflows to finish",
+        600,
+        lambda: running_workflows(processes, WORKFLOW_QUEUE) == 0,
+        every=0.5,
+    )
+    seen = server_actions(processes)
+
+    def stable() -> dict[tuple[tuple[str, str], ...], float] | None:
+        nonlocal seen
+        time.sleep(ACTIONS_SETTLE_S)
+        previous, seen = seen, server_actions(processes)
+        return seen if seen == previous else None
+
+    return wait_until("Temporal's action counter to settle", 60, stable, every=0)
+
+
+def actions_between(
+    before: dict[tuple[tuple[str, str], ...], float],
+    after: dict[tuple[tuple[str, str], ...], float],
+    firings: int,
+    label: str,
+) -> dict[str, Any]:
+    """Billable actions per firing between two scrapes: the counter's delta summed over every
+    label set of the route's namespace (``NAMESPACE``), and the delta by `action_type`; other
+    namespaces' delta (the server's own system workflows) is kept apart, not billed to us."""
+    by_type: dict[str, float] = {}
+    others = 0.0
+    for labels, value in after.items():
+        delta = value - before.get(labels, 0.0)
+        named = dict(labels)
+        if named.get("namespace") == NAMESPACE:
+            kind = named.get("action_type", "?")
+            by_type[kind] = by_type.get(kind, 0.0) + delta
+        else:
+            others += delta
+    total = sum(by_type.values())
+    if total <= 0:
+        raise SystemExit(
+            f"bench: the `action` counter of namespace {NAMESPACE!r} did not move during "
+            f"{firings} firings of {label}"
+        )
+    return {
+        "actions": total,
+        "actions_per_firing": total / firings,
+        "per_firing_by_type": {kind: value / firings for kind, value in sorted(by_type.items())},
+        "other_namespaces_actions": others,
     }
 
 
@@ -849,6 +1078,38 @@ def report(results: dict[str, Any]) -> str:
             for n in (("celery", "postgres", "redis") if r == "celery" else site)
         ),
     )
+    add(
+        "billable actions per firing (Temporal's `action` counter), sustained",
+        lambda _, x: x["sustained"].get("actions", {}).get("actions_per_firing", 0),
+        ratio=False,
+        digits=2,
+    )
+    for n in map(str, results.get("fanout", [])):
+        fanout = f"fan-out, one clock event for {n} users"
+        add(f"{fanout}: firings/s", lambda _, x, n=n: x["fanout"][n]["firings_per_s"])
+        add(
+            f"{fanout}: the firing transaction (s)",
+            lambda _, x, n=n: x["fanout"][n]["fire_s"],
+            digits=2,
+        )
+        add(
+            f"{fanout}: CPU s per 1,000 firings: temporal server",
+            lambda _, x, n=n: x["fanout"][n]["cpu_s_per_1000"]["temporal server"],
+            ratio=False,
+        )
+        add(
+            f"{fanout}: CPU s per 1,000 firings, site's hosts (as above)",
+            lambda r, x, n=n: sum(
+                x["fanout"][n]["cpu_s_per_1000"][name]
+                for name in (("celery", "postgres", "redis") if r == "celery" else site)
+            ),
+        )
+        add(
+            f"{fanout}: billable actions per firing",
+            lambda _, x, n=n: x["fanout"][n].get("actions", {}).get("actions_per_firing", 0),
+            ratio=False,
+            digits=2,
+        )
     for name in dict.fromkeys(n for run in runs for n in run["temporal"].get("stages_ms", {})):
         add(
             f"one at a time, p50 (ms): {name}",
@@ -902,8 +1163,37 @@ def notes(results: dict[str, Any]) -> str:
             "equal against this dev server (SQLite file, default journal, 32 in flight: "
             "35-36 starts/s each; in memory: Python 96-111, Rust 111-122): the raw figure is "
             "the server's rate, not the Python client's.",
+            *action_notes(results),
         )
     )
+
+
+def action_notes(results: dict[str, Any]) -> list[str]:
+    """Billable actions per firing by `action_type`, from the first repeat's Temporal route."""
+    run = results["repeats"][0]["temporal"]
+    phases = [("sustained", run["sustained"])]
+    phases += [(f"fan-out {n}", fanout) for n, fanout in run.get("fanout", {}).items()]
+    lines = []
+    for name, phase in phases:
+        counted = phase.get("actions")
+        if counted:
+            kinds = ", ".join(f"{k} {v:.2f}" for k, v in counted["per_firing_by_type"].items())
+            lines.append(
+                f"Actions per firing, repeat 1, {name} (namespace {results['namespace']}): "
+                f"{kinds}; other namespaces' actions meanwhile: "
+                f"{counted['other_namespaces_actions']:g}."
+            )
+    return lines
+
+
+def fanout_sizes(value: str) -> list[int]:
+    """``--fanout``: comma-separated user counts, in the order given; empty for none."""
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of counts: {value!r}"
+        ) from None
 
 
 def main() -> None:
@@ -932,6 +1222,13 @@ def main() -> None:
         type=int,
         default=1,
         help="users the sustained and backlog firings are spread over",
+    )
+    parser.add_argument(
+        "--fanout",
+        type=fanout_sizes,
+        default="2000,20000",
+        help="users one clock event is fired for in one transaction, per fan-out phase "
+        "(comma-separated; '' for none); the run creates as many users as the largest",
     )
     parser.add_argument(
         "--server",
@@ -973,9 +1270,11 @@ def main() -> None:
         raise SystemExit(f"bench: no daemon at {args.daemon} (cargo build --release, or --daemon)")
     if args.baseline_daemon is not None and not args.baseline_daemon.exists():
         raise SystemExit(f"bench: no baseline daemon at {args.baseline_daemon}")
-    if min(args.backlog, args.users, args.latency, args.firings) < 1 or args.poll_interval < 0.01:
+    if min(args.backlog, args.users, args.latency, args.firings, *args.fanout) < 1 or (
+        args.poll_interval < 0.01
+    ):
         raise SystemExit(
-            "bench: --backlog, --users, --latency and --firings must be >= 1, "
+            "bench: --backlog, --users, --latency, --firings and --fanout must be >= 1, "
             "--poll-interval >= 0.01"
         )
     poll_only = {
@@ -991,7 +1290,8 @@ def main() -> None:
 
     redis_client = redis.Redis.from_url(BROKER_URL)
     redis_client.flushdb()
-    users, triggers = seed(args.users)
+    everyone, triggers = seed(max([args.users, *args.fanout]))
+    users = everyone[: args.users]
     processes = Processes(workdir, args.daemon)
     results: dict[str, Any] = {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -1000,6 +1300,8 @@ def main() -> None:
         "latency_firings": args.latency,
         "backlog": args.backlog,
         "users": args.users,
+        "fanout": args.fanout,
+        "namespace": NAMESPACE,
         "poll_interval_s": args.poll_interval,
         "starts_in_flight": STARTS_IN_FLIGHT,
         "daemon": str(args.daemon),
@@ -1040,10 +1342,31 @@ def main() -> None:
                     f"{' daemon' if phase == BASELINE else ' route'}",
                     file=sys.stderr,
                 )
-                run[phase] = {
-                    "latency": latency_phase(users[0], args.latency, label),
-                    "sustained": sustained_phase(users, args.firings, label, pids),
-                }
+                run[phase] = {"latency": latency_phase(users[0], args.latency, label)}
+                actions = route == "temporal"
+                before = settled_actions(processes) if actions else {}
+                run[phase]["sustained"] = sustained_phase(users, args.firings, label, pids)
+                if actions:
+                    run[phase]["sustained"]["actions"] = actions_between(
+                        before, settled_actions(processes), args.firings, f"{label} sustained"
+                    )
+                run[phase]["fanout"] = {}
+                for n in args.fanout:
+                    print(
+                        f"bench: repeat {repeat + 1}/{args.repeats}, {phase}, fan-out {n}",
+                        file=sys.stderr,
+                    )
+                    enable_only(triggers, CLOCK.format(route))
+                    before = settled_actions(processes) if actions else {}
+                    fanout = fanout_phase(
+                        everyone, n, triggers[CLOCK.format(route)], f"{label} fan-out {n}", pids
+                    )
+                    if actions:
+                        fanout["actions"] = actions_between(
+                            before, settled_actions(processes), n, f"{label} fan-out {n}"
+                        )
+                    run[phase]["fanout"][str(n)] = fanout
+                enable_only(triggers, route)
                 if route == "temporal":
                     run[phase]["stages_ms"] = latency_breakdown(processes, label)
                     run[phase]["history_events"] = history_events(processes, label)
